@@ -1,0 +1,545 @@
+//! The byte encoding of everything that crosses the boundary.
+//!
+//! Each buffer holds one *frame*: a `u32` little-endian body length, then the body. Integers are
+//! little-endian; a value is its one-byte [`ValueType`] tag and its payload; text and bytes carry a
+//! `u32` length. Every decoder here takes untrusted input: it checks each length against the bytes
+//! that remain before it slices, never allocates, and rejects unknown tags, non-0/1 booleans,
+//! invalid UTF-8 and trailing bytes. `docs/ABI.md` spells the same out byte by byte.
+//!
+//! | message            | direction    | body                                                        |
+//! |--------------------|--------------|-------------------------------------------------------------|
+//! | exports            | guest → host | u32 count, then per function: name, u8 n, n tags, u8 result tag |
+//! | call               | host → guest | u32 function index, u32 argc, argc values                   |
+//! | call result        | guest → host | outcome                                                     |
+//! | host call          | guest → host | name, u32 argc, argc values                                 |
+//! | host-call response | host → guest | outcome                                                     |
+//! | abort              | guest → host | u32 code, bytes message                                     |
+//! | log                | guest → host | u8 level, bytes message                                     |
+//!
+//! An *outcome* is status byte 0 and a value, or status byte 1, a u32 error code and a bytes message.
+
+use crate::code::status;
+use crate::value::{ValueRef, ValueType};
+use core::fmt;
+
+/// Bytes taken by the frame's length prefix.
+pub const LEN_PREFIX: usize = 4;
+/// Longest function name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most parameters a function may take.
+pub const MAX_PARAMS: usize = 16;
+/// Most functions a guest may export.
+pub const MAX_EXPORTS: usize = 1024;
+
+/// Why untrusted bytes were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The data ends before the field it announces.
+    Truncated,
+    /// The frame announces more bytes than the buffer holds.
+    FrameTooLarge {
+        /// Body length the prefix announces.
+        len: u64,
+        /// Bytes available for the body.
+        capacity: u64,
+    },
+    /// A value tag that names no [`ValueType`].
+    UnknownTag(u8),
+    /// A boolean byte other than 0 or 1.
+    BadBool(u8),
+    /// A status byte other than OK or ERR.
+    BadStatus(u8),
+    /// Text that is not UTF-8.
+    BadUtf8,
+    /// A name longer than [`MAX_NAME_LEN`].
+    NameTooLong(u64),
+    /// More parameters than [`MAX_PARAMS`] or exports than [`MAX_EXPORTS`].
+    TooMany(u64),
+    /// Bytes left over after the message.
+    TrailingBytes(u64),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("message is truncated"),
+            DecodeError::FrameTooLarge { len, capacity } => {
+                write!(f, "frame announces {len} bytes but the buffer holds {capacity}")
+            }
+            DecodeError::UnknownTag(t) => write!(f, "unknown value tag {t}"),
+            DecodeError::BadBool(b) => write!(f, "boolean byte {b} is neither 0 nor 1"),
+            DecodeError::BadStatus(s) => write!(f, "unknown status byte {s}"),
+            DecodeError::BadUtf8 => f.write_str("text is not valid UTF-8"),
+            DecodeError::NameTooLong(n) => {
+                write!(f, "name of {n} bytes exceeds the limit of {MAX_NAME_LEN}")
+            }
+            DecodeError::TooMany(n) => write!(f, "count {n} exceeds the limit"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
+        }
+    }
+}
+
+/// Reads a frame's length prefix and checks the body fits in `capacity` bytes after it.
+pub fn frame_len(prefix: [u8; LEN_PREFIX], capacity: usize) -> Result<usize, DecodeError> {
+    let len = u32::from_le_bytes(prefix);
+    let room = capacity.saturating_sub(LEN_PREFIX);
+    match usize::try_from(len) {
+        Ok(len) if len <= room => Ok(len),
+        _ => Err(DecodeError::FrameTooLarge { len: u64::from(len), capacity: room as u64 }),
+    }
+}
+
+/// A cursor over untrusted bytes.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Starts reading at the beginning of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { rest: buf }
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Takes the next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.rest.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// Reads one byte.
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    /// Reads a little-endian `u32`.
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    /// Reads a little-endian `u64`.
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads a `u32` length and that many bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32()?;
+        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
+        self.take(len)
+    }
+
+    /// Reads a `u32` length and that many bytes of UTF-8.
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::BadUtf8)
+    }
+
+    /// Reads a function name (text of at most [`MAX_NAME_LEN`] bytes).
+    pub fn name(&mut self) -> Result<&'a str, DecodeError> {
+        let name = self.str()?;
+        if name.len() > MAX_NAME_LEN {
+            return Err(DecodeError::NameTooLong(name.len() as u64));
+        }
+        Ok(name)
+    }
+
+    /// Reads a value type tag.
+    pub fn value_type(&mut self) -> Result<ValueType, DecodeError> {
+        let tag = self.u8()?;
+        ValueType::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))
+    }
+
+    /// Reads a tagged value.
+    pub fn value(&mut self) -> Result<ValueRef<'a>, DecodeError> {
+        Ok(match self.value_type()? {
+            ValueType::Unit => ValueRef::Unit,
+            ValueType::I32 => ValueRef::I32(i32::from_le_bytes(self.array()?)),
+            ValueType::U32 => ValueRef::U32(self.u32()?),
+            ValueType::I64 => ValueRef::I64(i64::from_le_bytes(self.array()?)),
+            ValueType::U64 => ValueRef::U64(self.u64()?),
+            ValueType::F32 => ValueRef::F32(f32::from_bits(self.u32()?)),
+            ValueType::F64 => ValueRef::F64(f64::from_bits(self.u64()?)),
+            ValueType::Bool => match self.u8()? {
+                0 => ValueRef::Bool(false),
+                1 => ValueRef::Bool(true),
+                b => return Err(DecodeError::BadBool(b)),
+            },
+            ValueType::String => ValueRef::String(self.str()?),
+            ValueType::Bytes => ValueRef::Bytes(self.bytes()?),
+        })
+    }
+
+    /// Reads an argument count (at most [`MAX_PARAMS`]).
+    pub fn arg_count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.u32()?;
+        match usize::try_from(n) {
+            Ok(n) if n <= MAX_PARAMS => Ok(n),
+            _ => Err(DecodeError::TooMany(u64::from(n))),
+        }
+    }
+
+    /// Checks that the whole message was consumed.
+    pub fn finish(self) -> Result<(), DecodeError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n as u64)),
+        }
+    }
+}
+
+/// The buffer is full: the message does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("message does not fit in the buffer")
+    }
+}
+
+/// Where encoders write.
+pub trait Sink {
+    /// Appends `bytes`, or fails without a partial write being relied on.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full>;
+}
+
+/// A sink over a fixed slice, e.g. a guest's output buffer.
+#[derive(Debug)]
+pub struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceSink<'a> {
+    /// Starts writing at the beginning of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceSink { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        let end = self.pos.checked_add(bytes.len()).ok_or(Full)?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(Full)?;
+        dst.copy_from_slice(bytes);
+        self.pos = end;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Sink for alloc::vec::Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Writes a `u32` length and the bytes.
+pub fn put_bytes(sink: &mut impl Sink, bytes: &[u8]) -> Result<(), Full> {
+    let len = u32::try_from(bytes.len()).map_err(|_| Full)?;
+    sink.put(&len.to_le_bytes())?;
+    sink.put(bytes)
+}
+
+/// Writes a tagged value.
+pub fn put_value(sink: &mut impl Sink, value: ValueRef<'_>) -> Result<(), Full> {
+    sink.put(&[value.ty().tag()])?;
+    match value {
+        ValueRef::Unit => Ok(()),
+        ValueRef::I32(v) => sink.put(&v.to_le_bytes()),
+        ValueRef::U32(v) => sink.put(&v.to_le_bytes()),
+        ValueRef::I64(v) => sink.put(&v.to_le_bytes()),
+        ValueRef::U64(v) => sink.put(&v.to_le_bytes()),
+        ValueRef::F32(v) => sink.put(&v.to_bits().to_le_bytes()),
+        ValueRef::F64(v) => sink.put(&v.to_bits().to_le_bytes()),
+        ValueRef::Bool(v) => sink.put(&[u8::from(v)]),
+        ValueRef::String(v) => put_bytes(sink, v.as_bytes()),
+        ValueRef::Bytes(v) => put_bytes(sink, v),
+    }
+}
+
+/// Writes the head of a call: function index and argument count. The values follow.
+pub fn put_call_head(sink: &mut impl Sink, index: u32, argc: usize) -> Result<(), Full> {
+    sink.put(&index.to_le_bytes())?;
+    sink.put(&u32::try_from(argc).map_err(|_| Full)?.to_le_bytes())
+}
+
+/// Writes the head of a host call: function name and argument count. The values follow.
+pub fn put_host_call_head(sink: &mut impl Sink, name: &str, argc: usize) -> Result<(), Full> {
+    put_bytes(sink, name.as_bytes())?;
+    sink.put(&u32::try_from(argc).map_err(|_| Full)?.to_le_bytes())
+}
+
+/// Writes a successful outcome.
+pub fn put_ok(sink: &mut impl Sink, value: ValueRef<'_>) -> Result<(), Full> {
+    sink.put(&[status::OK])?;
+    put_value(sink, value)
+}
+
+/// Writes a failed outcome.
+pub fn put_err(sink: &mut impl Sink, code: u32, message: &[u8]) -> Result<(), Full> {
+    sink.put(&[status::ERR])?;
+    sink.put(&code.to_le_bytes())?;
+    put_bytes(sink, message)
+}
+
+/// The decoded form of a call result or host-call response.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome<'a> {
+    /// The call produced this value.
+    Ok(ValueRef<'a>),
+    /// The call failed with an error code and a message (not necessarily UTF-8).
+    Err {
+        /// One of the codes in [`crate::code`].
+        code: u32,
+        /// What went wrong, as the other side wrote it.
+        message: &'a [u8],
+    },
+}
+
+/// Decodes a call result or host-call response body.
+pub fn read_outcome(body: &[u8]) -> Result<Outcome<'_>, DecodeError> {
+    let mut r = Reader::new(body);
+    let outcome = match r.u8()? {
+        status::OK => Outcome::Ok(r.value()?),
+        status::ERR => Outcome::Err { code: r.u32()?, message: r.bytes()? },
+        s => return Err(DecodeError::BadStatus(s)),
+    };
+    r.finish()?;
+    Ok(outcome)
+}
+
+/// One exported function as the guest declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportRef<'a> {
+    /// Function name.
+    pub name: &'a str,
+    /// Parameter types, validated tags.
+    params: &'a [u8],
+    /// Result type.
+    pub result: ValueType,
+}
+
+impl ExportRef<'_> {
+    /// The parameter types in order.
+    pub fn params(&self) -> impl Iterator<Item = ValueType> + '_ {
+        self.params.iter().filter_map(|&t| ValueType::from_tag(t))
+    }
+}
+
+/// Writes the head of an export table; each function follows via [`put_export`].
+pub fn put_exports_head(sink: &mut impl Sink, count: usize) -> Result<(), Full> {
+    sink.put(&u32::try_from(count).map_err(|_| Full)?.to_le_bytes())
+}
+
+/// Writes one export table entry.
+pub fn put_export(
+    sink: &mut impl Sink,
+    name: &str,
+    params: &[ValueType],
+    result: ValueType,
+) -> Result<(), Full> {
+    put_bytes(sink, name.as_bytes())?;
+    sink.put(&[u8::try_from(params.len()).map_err(|_| Full)?])?;
+    for p in params {
+        sink.put(&[p.tag()])?;
+    }
+    sink.put(&[result.tag()])
+}
+
+/// Decodes an export table, calling `each` for every entry in order.
+pub fn read_exports<'a, E>(
+    body: &'a [u8],
+    mut each: impl FnMut(ExportRef<'a>) -> Result<(), E>,
+) -> Result<Result<(), E>, DecodeError> {
+    let mut r = Reader::new(body);
+    let count = r.u32()?;
+    if usize::try_from(count).map_or(true, |c| c > MAX_EXPORTS) {
+        return Err(DecodeError::TooMany(u64::from(count)));
+    }
+    for _ in 0..count {
+        let name = r.name()?;
+        let n = usize::from(r.u8()?);
+        if n > MAX_PARAMS {
+            return Err(DecodeError::TooMany(n as u64));
+        }
+        let params = r.take(n)?;
+        if let Some(&bad) = params.iter().find(|&&t| ValueType::from_tag(t).is_none()) {
+            return Err(DecodeError::UnknownTag(bad));
+        }
+        let result = r.value_type()?;
+        if let Err(e) = each(ExportRef { name, params, result }) {
+            return Ok(Err(e));
+        }
+    }
+    r.finish()?;
+    Ok(Ok(()))
+}
+
+/// Decodes the head of a call: function index and argument count. The values follow in `Reader`.
+pub fn read_call_head<'a>(body: &'a [u8]) -> Result<(u32, usize, Reader<'a>), DecodeError> {
+    let mut r = Reader::new(body);
+    let index = r.u32()?;
+    let argc = r.arg_count()?;
+    Ok((index, argc, r))
+}
+
+/// Decodes the head of a host call: name and argument count. The values follow in `Reader`.
+pub fn read_host_call_head<'a>(body: &'a [u8]) -> Result<(&'a str, usize, Reader<'a>), DecodeError> {
+    let mut r = Reader::new(body);
+    let name = r.name()?;
+    let argc = r.arg_count()?;
+    Ok((name, argc, r))
+}
+
+/// Writes an abort message.
+pub fn put_abort(sink: &mut impl Sink, code: u32, message: &[u8]) -> Result<(), Full> {
+    sink.put(&code.to_le_bytes())?;
+    put_bytes(sink, message)
+}
+
+/// Decodes an abort message: code and message bytes.
+pub fn read_abort(body: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    let code = r.u32()?;
+    let message = r.bytes()?;
+    r.finish()?;
+    Ok((code, message))
+}
+
+/// Writes a log message.
+pub fn put_log(sink: &mut impl Sink, level: u8, message: &[u8]) -> Result<(), Full> {
+    sink.put(&[level])?;
+    put_bytes(sink, message)
+}
+
+/// Decodes a log message: level and message bytes.
+pub fn read_log(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    let level = r.u8()?;
+    let message = r.bytes()?;
+    r.finish()?;
+    Ok((level, message))
+}
+
+/// Writes a frame into `buf`: the body produced by `body`, preceded by its length.
+pub fn write_frame(
+    buf: &mut [u8],
+    body: impl FnOnce(&mut SliceSink<'_>) -> Result<(), Full>,
+) -> Result<usize, Full> {
+    let (prefix, rest) = buf.split_at_mut_checked(LEN_PREFIX).ok_or(Full)?;
+    let mut sink = SliceSink::new(rest);
+    body(&mut sink)?;
+    let len = sink.written();
+    prefix.copy_from_slice(&u32::try_from(len).map_err(|_| Full)?.to_le_bytes());
+    len.checked_add(LEN_PREFIX).ok_or(Full)
+}
+
+/// Builds a frame in a new vector: the body produced by `body`, preceded by its length.
+#[cfg(feature = "alloc")]
+pub fn frame_vec(
+    body: impl FnOnce(&mut alloc::vec::Vec<u8>) -> Result<(), Full>,
+) -> Result<alloc::vec::Vec<u8>, Full> {
+    let mut v = alloc::vec![0u8; LEN_PREFIX];
+    body(&mut v)?;
+    let len = v.len().checked_sub(LEN_PREFIX).ok_or(Full)?;
+    let len = u32::try_from(len).map_err(|_| Full)?;
+    v.get_mut(..LEN_PREFIX).ok_or(Full)?.copy_from_slice(&len.to_le_bytes());
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let mut buf = [0u8; 256];
+        let values = [
+            ValueRef::Unit,
+            ValueRef::I32(-5),
+            ValueRef::U32(7),
+            ValueRef::I64(i64::MIN),
+            ValueRef::U64(u64::MAX),
+            ValueRef::F32(1.5),
+            ValueRef::F64(-0.25),
+            ValueRef::Bool(true),
+            ValueRef::String("héllo"),
+            ValueRef::Bytes(&[0, 1, 255]),
+        ];
+        let n = write_frame(&mut buf, |s| {
+            for v in values {
+                put_value(s, v)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let len = frame_len(buf[..4].try_into().unwrap(), buf.len()).unwrap();
+        assert_eq!(len + 4, n);
+        let mut r = Reader::new(&buf[4..n]);
+        for v in values {
+            assert_eq!(r.value().unwrap(), v);
+        }
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn hostile_bytes_are_refused() {
+        assert_eq!(Reader::new(&[99]).value(), Err(DecodeError::UnknownTag(99)));
+        assert_eq!(Reader::new(&[7, 2]).value(), Err(DecodeError::BadBool(2)));
+        assert_eq!(Reader::new(&[8, 255, 255, 255, 255, b'a']).value(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&[8, 2, 0, 0, 0, 0xff, 0xfe]).value(), Err(DecodeError::BadUtf8));
+        assert!(matches!(frame_len(u32::MAX.to_le_bytes(), 64), Err(DecodeError::FrameTooLarge { .. })));
+        assert_eq!(read_outcome(&[0, 0, 1]), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(read_outcome(&[3]), Err(DecodeError::BadStatus(3)));
+        assert!(read_call_head(&[0, 0, 0, 0, 17, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn full_buffer_is_reported() {
+        let mut buf = [0u8; 8];
+        assert_eq!(write_frame(&mut buf, |s| put_value(s, ValueRef::U64(1))), Err(Full));
+    }
+
+    #[test]
+    fn exports_round_trip() {
+        let mut buf = [0u8; 128];
+        let n = write_frame(&mut buf, |s| {
+            put_exports_head(s, 2)?;
+            put_export(s, "add", &[ValueType::I32, ValueType::I32], ValueType::I32)?;
+            put_export(s, "hi", &[], ValueType::String)
+        })
+        .unwrap();
+        let mut seen = [("", 0usize, ValueType::Unit); 2];
+        let mut i = 0;
+        read_exports::<()>(&buf[4..n], |e| {
+            seen[i] = (e.name, e.params().count(), e.result);
+            i += 1;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, [("add", 2, ValueType::I32), ("hi", 0, ValueType::String)]);
+    }
+}

@@ -1,0 +1,95 @@
+//! The guest's two buffers and the port crossing.
+//!
+//! Only this module and `rt` touch raw memory. The buffers live where the boot info says; the
+//! guest is single-threaded and nothing interrupts it, so a buffer is borrowed only for the
+//! duration of one closure and never across a crossing.
+
+use glint_abi::wire::{self, DecodeError, Full, SliceSink};
+
+#[cfg(target_os = "none")]
+pub(crate) use imp::*;
+
+#[cfg(target_os = "none")]
+mod imp {
+    use super::*;
+    #[allow(unused_imports, reason = "shared names")]
+    use core::cell::UnsafeCell;
+    use glint_abi::layout::BootInfo;
+
+    /// Boot info, written once by `rt::start` before anything reads it.
+    pub(crate) struct BootCell(UnsafeCell<BootInfo>);
+    // SAFETY: the guest has one vCPU, no interrupts and no threads; the cell is written once at
+    // start before any reader exists.
+    unsafe impl Sync for BootCell {}
+    pub(crate) static BOOT: BootCell = BootCell(UnsafeCell::new(BootInfo {
+        magic: 0,
+        abi_version: 0,
+        memory_size: 0,
+        input_addr: 0,
+        input_size: 0,
+        output_addr: 0,
+        output_size: 0,
+        heap_addr: 0,
+        heap_size: 0,
+        stack_top: 0,
+        stack_size: 0,
+    }));
+
+    pub(crate) fn boot() -> BootInfo {
+        // SAFETY: single-threaded; `set_boot` ran before any call (see BootCell).
+        unsafe { *BOOT.0.get() }
+    }
+
+    /// # Safety
+    /// Call once, before any other function of this module.
+    pub(crate) unsafe fn set_boot(info: BootInfo) {
+        // SAFETY: the caller guarantees no other access exists yet.
+        unsafe { *BOOT.0.get() = info };
+    }
+
+    /// Leaves the VM through `port`; returns when the host resumes the guest.
+    pub(crate) fn cross(port: u16) {
+        // SAFETY: `out` to a glint port only exits to the host; the asm touches no Rust memory
+        // but is not `nomem`, so the compiler finishes all buffer writes before the exit and
+        // re-reads buffers after it.
+        unsafe {
+            core::arch::asm!("out dx, eax", in("dx") port, in("eax") 0u32, options(nostack, preserves_flags));
+        }
+    }
+
+    /// Lends the whole output buffer to `f`.
+    pub(crate) fn with_output<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+        let b = boot();
+        // SAFETY: the host mapped `output_size` bytes at `output_addr` read-write for the guest
+        // (checked against the layout at start); no other reference to them exists while `f`
+        // runs, since the guest is single-threaded and `f` makes no crossing.
+        let buf = unsafe { core::slice::from_raw_parts_mut(b.output_addr as *mut u8, b.output_size as usize) };
+        f(buf)
+    }
+
+    /// Lends the whole input buffer to `f`.
+    pub(crate) fn with_input<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+        let b = boot();
+        // SAFETY: as for `with_output`; the host writes the input buffer only while the guest is
+        // stopped at a crossing, and `f` makes none while it holds the slice... except dispatch,
+        // which decodes its arguments into owned values before the function (and any host call)
+        // runs and never reads the slice again.
+        let buf = unsafe { core::slice::from_raw_parts(b.input_addr as *const u8, b.input_size as usize) };
+        f(buf)
+    }
+}
+
+/// Writes one frame into `buf`, or an error outcome if `body` does not fit.
+pub(crate) fn frame(buf: &mut [u8], body: &mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>) -> Result<usize, Full> {
+    wire::write_frame(buf, |s| body(s))
+}
+
+/// The body of the frame in `buf`, checked against its size.
+pub(crate) fn body(buf: &[u8]) -> Result<&[u8], DecodeError> {
+    let prefix: [u8; wire::LEN_PREFIX] = buf
+        .get(..wire::LEN_PREFIX)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DecodeError::Truncated)?;
+    let len = wire::frame_len(prefix, buf.len())?;
+    buf.get(wire::LEN_PREFIX..wire::LEN_PREFIX + len).ok_or(DecodeError::Truncated)
+}

@@ -1,0 +1,117 @@
+//! The bare-metal runtime: entry, dispatch loop, heap, panic handler.
+
+use crate::export::Registry;
+use crate::host::Truncating;
+use crate::io;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use glint_abi::layout::{BootInfo, BOOT_INFO_SIZE, BOOT_MAGIC};
+use glint_abi::{code, note, port, wire, ABI_VERSION};
+use linked_list_allocator::Heap;
+
+/// The ABI-version note the host checks before loading the image.
+#[link_section = ".note.glint"]
+#[used]
+static ABI_NOTE: [u8; note::NOTE_SIZE] = note::version_note(ABI_VERSION);
+
+extern "Rust" {
+    /// Defined by `glint_guest::exports!` in the guest program.
+    fn __glint_exports(registry: &mut Registry);
+}
+
+struct GuestHeap(UnsafeCell<Heap>);
+
+// SAFETY: one vCPU, no threads, no interrupts: the heap is never accessed concurrently.
+unsafe impl Sync for GuestHeap {}
+
+// SAFETY: `Heap` returns blocks that satisfy `layout` and are disjoint from each other, and takes
+// back only blocks it handed out (the `GlobalAlloc` contract binds callers of `dealloc`).
+unsafe impl GlobalAlloc for GuestHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: single-threaded (see `Sync` above), so this is the only reference.
+        let heap = unsafe { &mut *self.0.get() };
+        heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: single-threaded; `ptr` came from `alloc` with this `layout` (caller's contract),
+        // so it is non-null.
+        unsafe { (*self.0.get()).deallocate(NonNull::new_unchecked(ptr), layout) }
+    }
+}
+
+#[global_allocator]
+static HEAP: GuestHeap = GuestHeap(UnsafeCell::new(Heap::empty()));
+
+/// Rust entry, called by `_start` (from `exports!`) with the boot-info address the host put in `rdi`.
+pub extern "C" fn start(boot_addr: u64) -> ! {
+    // Keep the note referenced so no linker drops it.
+    // SAFETY: reading a static we own.
+    let _ = unsafe { core::ptr::read_volatile(&ABI_NOTE) };
+
+    let mut raw = [0u8; BOOT_INFO_SIZE];
+    // SAFETY: the host maps the boot-info page read-only at `boot_addr`; we copy it once.
+    unsafe { core::ptr::copy_nonoverlapping(boot_addr as *const u8, raw.as_mut_ptr(), BOOT_INFO_SIZE) };
+    let info = BootInfo::from_bytes(&raw);
+    if info.magic != BOOT_MAGIC || info.abi_version != u64::from(ABI_VERSION) {
+        // We cannot trust the buffer addresses, so we cannot report: fault instead.
+        // SAFETY: `ud2` only raises #UD, which the host reports.
+        unsafe { core::arch::asm!("ud2", options(noreturn)) }
+    }
+    // SAFETY: first and only write, before any reader.
+    unsafe { io::set_boot(info) };
+    // SAFETY: the host reserves `heap_size` bytes at `heap_addr` for the heap and nothing else
+    // uses them; init runs once, before any allocation.
+    unsafe { (*HEAP.0.get()).init(info.heap_addr as *mut u8, info.heap_size as usize) };
+
+    let mut registry = Registry::new();
+    // SAFETY: `exports!` defines `__glint_exports` with exactly this signature.
+    unsafe { __glint_exports(&mut registry) };
+    let table = io::with_output(|buf| io::frame(buf, &mut |s| registry.write_table(s)));
+    if table.is_err() {
+        panic!("export table does not fit in the output buffer");
+    }
+    io::cross(port::RETURN);
+
+    loop {
+        let written = io::with_input(|input| match io::body(input) {
+            Ok(body) => registry.dispatch(body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ()))),
+            Err(e) => {
+                let msg = alloc::format!("malformed call frame: {e}");
+                io::with_output(|buf| {
+                    io::frame(buf, &mut |s| wire::put_err(s, code::call::BAD_ARGUMENTS, msg.as_bytes())).map(|_| ())
+                })
+            }
+        });
+        if written.is_err() {
+            let size = io::boot().output_size;
+            let msg = alloc::format!("result does not fit in the {size}-byte output buffer");
+            let _ = io::with_output(|buf| {
+                io::frame(buf, &mut |s| wire::put_err(s, code::call::RESULT_TOO_LARGE, msg.as_bytes()))
+            });
+        }
+        io::cross(port::RETURN);
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    io::with_output(|buf| {
+        // Frame: u32 len | u32 code | u32 msg len | msg
+        if let Some((head, msg)) = buf.split_at_mut_checked(12) {
+            let mut w = Truncating { buf: msg, len: 0 };
+            let _ = core::fmt::write(&mut w, format_args!("{}", info));
+            let n = w.len as u32;
+            head[..4].copy_from_slice(&(n + 8).to_le_bytes());
+            head[4..8].copy_from_slice(&code::abort::PANIC.to_le_bytes());
+            head[8..12].copy_from_slice(&n.to_le_bytes());
+        }
+    });
+    io::cross(port::ABORT);
+    // The host never resumes an aborted call; if it did, fault.
+    loop {
+        // SAFETY: `ud2` only raises #UD.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+    }
+}
