@@ -21,9 +21,9 @@ pub mod port;
 pub mod value;
 pub mod wire;
 
-pub use value::{ValueRef, ValueType};
 #[cfg(feature = "alloc")]
 pub use value::Value;
+pub use value::{ValueRef, ValueType};
 
 /// The version of this ABI. A host accepts exactly the guests whose note carries this number.
 ///

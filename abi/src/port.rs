@@ -1,6 +1,6 @@
 //! I/O ports: the only ways out of a guest.
 //!
-//! A guest at CPL3 may write (`out dx, eax`, 4 bytes) to exactly the ports in [`GUEST_PORTS`]; the
+//! A guest at CPL3 may write (`out dx, al`, one byte) to exactly the ports in [`GUEST_PORTS`]; the
 //! host's TSS I/O permission bitmap makes every other port, every `in` and every string I/O
 //! instruction fault. [`EXCEPTION`] is reserved for the host-owned CPL0 exception stubs.
 
@@ -20,5 +20,7 @@ pub const EXCEPTION: u16 = 0xE4;
 /// The ports a CPL3 guest may write.
 pub const GUEST_PORTS: [u16; 4] = [RETURN, HOST_CALL, ABORT, LOG];
 
-/// The access width a guest must use on its ports (`out dx, eax`).
-pub const GUEST_PORT_WIDTH: usize = 4;
+/// The access width a guest must use on its ports (`out dx, al`). One byte, because the CPU
+/// checks one permission bit per byte accessed: a wider access to one port would need its
+/// neighbours allowed too.
+pub const GUEST_PORT_WIDTH: usize = 1;

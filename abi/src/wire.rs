@@ -354,12 +354,7 @@ pub fn put_exports_head(sink: &mut impl Sink, count: usize) -> Result<(), Full> 
 }
 
 /// Writes one export table entry.
-pub fn put_export(
-    sink: &mut impl Sink,
-    name: &str,
-    params: &[ValueType],
-    result: ValueType,
-) -> Result<(), Full> {
+pub fn put_export(sink: &mut impl Sink, name: &str, params: &[ValueType], result: ValueType) -> Result<(), Full> {
     put_bytes(sink, name.as_bytes())?;
     sink.put(&[u8::try_from(params.len()).map_err(|_| Full)?])?;
     for p in params {
@@ -444,10 +439,7 @@ pub fn read_log(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
 }
 
 /// Writes a frame into `buf`: the body produced by `body`, preceded by its length.
-pub fn write_frame(
-    buf: &mut [u8],
-    body: impl FnOnce(&mut SliceSink<'_>) -> Result<(), Full>,
-) -> Result<usize, Full> {
+pub fn write_frame(buf: &mut [u8], body: impl FnOnce(&mut SliceSink<'_>) -> Result<(), Full>) -> Result<usize, Full> {
     let (prefix, rest) = buf.split_at_mut_checked(LEN_PREFIX).ok_or(Full)?;
     let mut sink = SliceSink::new(rest);
     body(&mut sink)?;
@@ -458,9 +450,7 @@ pub fn write_frame(
 
 /// Builds a frame in a new vector: the body produced by `body`, preceded by its length.
 #[cfg(feature = "alloc")]
-pub fn frame_vec(
-    body: impl FnOnce(&mut alloc::vec::Vec<u8>) -> Result<(), Full>,
-) -> Result<alloc::vec::Vec<u8>, Full> {
+pub fn frame_vec(body: impl FnOnce(&mut alloc::vec::Vec<u8>) -> Result<(), Full>) -> Result<alloc::vec::Vec<u8>, Full> {
     let mut v = alloc::vec![0u8; LEN_PREFIX];
     body(&mut v)?;
     let len = v.len().checked_sub(LEN_PREFIX).ok_or(Full)?;

@@ -27,10 +27,8 @@ fn build() -> Result<(), String> {
     let guest = here.parent().ok_or("no guest directory")?.to_path_buf();
     let bins = guest.join("bins");
     let root = guest.parent().ok_or("no workspace root")?.to_path_buf();
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("guests");
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("guests");
 
     for path in ["bins/examples", "bins/test", "bins/Cargo.toml", "bins/Cargo.lock", "src", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
@@ -42,9 +40,7 @@ fn build() -> Result<(), String> {
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&bins)
-        .args(["build", "--release", "--target", TARGET])
-        .env("CARGO_TARGET_DIR", &target_dir);
+    cmd.current_dir(&bins).args(["build", "--release", "--target", TARGET]).env("CARGO_TARGET_DIR", &target_dir);
     // Flags meant for the host build (coverage, sanitizers, a host target) must not reach the
     // bare-metal build.
     for var in [

@@ -80,9 +80,8 @@ pub fn call<R: FromValue, A: Args>(name: &str, args: A) -> Result<R, HostCallErr
     io::with_input(|buf| {
         let body = io::body(buf).map_err(|e| local(alloc::format!("bad response: {e}")))?;
         match wire::read_outcome(body).map_err(|e| local(alloc::format!("bad response: {e}")))? {
-            wire::Outcome::Ok(v) => R::from_value(v).ok_or_else(|| {
-                local(alloc::format!("`{name}` returned {}, expected {}", v.ty(), R::TYPE))
-            }),
+            wire::Outcome::Ok(v) => R::from_value(v)
+                .ok_or_else(|| local(alloc::format!("`{name}` returned {}, expected {}", v.ty(), R::TYPE))),
             wire::Outcome::Err { code, message } => {
                 Err(HostCallError { code, message: String::from_utf8_lossy(message).into() })
             }

@@ -53,7 +53,7 @@ mod imp {
         // but is not `nomem`, so the compiler finishes all buffer writes before the exit and
         // re-reads buffers after it.
         unsafe {
-            core::arch::asm!("out dx, eax", in("dx") port, in("eax") 0u32, options(nostack, preserves_flags));
+            core::arch::asm!("out dx, al", in("dx") port, in("al") 0u8, options(nostack, preserves_flags));
         }
     }
 
@@ -80,16 +80,17 @@ mod imp {
 }
 
 /// Writes one frame into `buf`, or an error outcome if `body` does not fit.
-pub(crate) fn frame(buf: &mut [u8], body: &mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>) -> Result<usize, Full> {
+pub(crate) fn frame(
+    buf: &mut [u8],
+    body: &mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>,
+) -> Result<usize, Full> {
     wire::write_frame(buf, |s| body(s))
 }
 
 /// The body of the frame in `buf`, checked against its size.
 pub(crate) fn body(buf: &[u8]) -> Result<&[u8], DecodeError> {
-    let prefix: [u8; wire::LEN_PREFIX] = buf
-        .get(..wire::LEN_PREFIX)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(DecodeError::Truncated)?;
+    let prefix: [u8; wire::LEN_PREFIX] =
+        buf.get(..wire::LEN_PREFIX).and_then(|p| p.try_into().ok()).ok_or(DecodeError::Truncated)?;
     let len = wire::frame_len(prefix, buf.len())?;
     buf.get(wire::LEN_PREFIX..wire::LEN_PREFIX + len).ok_or(DecodeError::Truncated)
 }

@@ -22,7 +22,10 @@
 //! (`target_os = "none"`); on other targets the crate builds so its encoding logic can be tested.
 #![no_std]
 #![deny(missing_docs)]
-#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports, reason = "the runtime that uses these exists only on the bare-metal target"))]
+#![cfg_attr(
+    not(target_os = "none"),
+    allow(dead_code, unused_imports, reason = "the runtime that uses these exists only on the bare-metal target")
+)]
 
 extern crate alloc;
 

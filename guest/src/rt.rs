@@ -76,7 +76,9 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
 
     loop {
         let written = io::with_input(|input| match io::body(input) {
-            Ok(body) => registry.dispatch(body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ()))),
+            Ok(body) => {
+                registry.dispatch(body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ())))
+            }
             Err(e) => {
                 let msg = alloc::format!("malformed call frame: {e}");
                 io::with_output(|buf| {
@@ -101,7 +103,10 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         // Frame: u32 len | u32 code | u32 msg len | msg
         if let Some((head, msg)) = buf.split_at_mut_checked(12) {
             let mut w = Truncating { buf: msg, len: 0 };
-            let _ = core::fmt::write(&mut w, format_args!("{}", info));
+            let _ = match info.location() {
+                Some(l) => core::fmt::write(&mut w, format_args!("{} (at {}:{})", info.message(), l.file(), l.line())),
+                None => core::fmt::write(&mut w, format_args!("{}", info.message())),
+            };
             let n = w.len as u32;
             head[..4].copy_from_slice(&(n + 8).to_le_bytes());
             head[4..8].copy_from_slice(&code::abort::PANIC.to_le_bytes());

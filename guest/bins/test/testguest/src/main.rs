@@ -135,14 +135,41 @@ fn recurse(depth: u64) -> u64 {
 }
 fn exec_heap() {
     let code: Vec<u8> = vec![0xc3]; // ret
-    // SAFETY: jumping into the heap faults on purpose (heap pages are no-execute).
+                                    // SAFETY: jumping into the heap faults on purpose (heap pages are no-execute).
     let f: extern "C" fn() = unsafe { core::mem::transmute(code.as_ptr()) };
     f();
 }
 
 glint_guest::exports!(
-    rt_unit, rt_i32, rt_u32, rt_i64, rt_u64, rt_f32, rt_f64, rt_bool, rt_string, rt_bytes, mix, make_bytes,
-    set_state, get_state, host_add, host_probe, host_fail_propagates, log_lines, panics, returns_err,
-    ud2, read_unmapped, write_to, write_code, gp_fault, privileged, divide_error, breakpoint, spin,
-    recurse, exec_heap,
+    rt_unit,
+    rt_i32,
+    rt_u32,
+    rt_i64,
+    rt_u64,
+    rt_f32,
+    rt_f64,
+    rt_bool,
+    rt_string,
+    rt_bytes,
+    mix,
+    make_bytes,
+    set_state,
+    get_state,
+    host_add,
+    host_probe,
+    host_fail_propagates,
+    log_lines,
+    panics,
+    returns_err,
+    ud2,
+    read_unmapped,
+    write_to,
+    write_code,
+    gp_fault,
+    privileged,
+    divide_error,
+    breakpoint,
+    spin,
+    recurse,
+    exec_heap,
 );

@@ -1,0 +1,390 @@
+//! The public error type and the guest-fault description.
+
+use crate::func::host::BoxError;
+use crate::func::Signature;
+use crate::image::ImageError;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in glint, in the caller's terms.
+///
+/// Errors marked *poisons* leave the sandbox refusing further calls with [`Error::Poisoned`]:
+/// the guest stopped somewhere in the middle and its state cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The guest image was refused before anything was mapped.
+    #[error("guest image refused")]
+    Image(#[from] ImageError),
+    /// A configuration value is out of range.
+    #[error("invalid {what}: {detail}")]
+    InvalidConfig {
+        /// Which setting.
+        what: &'static str,
+        /// Why it is refused.
+        detail: String,
+    },
+    /// `/dev/kvm` could not be opened.
+    #[error("KVM is not available: glint needs read-write access to /dev/kvm (is the kvm module loaded, and may this user open it?)")]
+    NoHypervisor {
+        /// The error from opening /dev/kvm.
+        #[source]
+        source: std::io::Error,
+    },
+    /// KVM lacks a capability glint needs.
+    #[error("KVM lacks {capability}, which glint needs; a newer host kernel is required")]
+    MissingCapability {
+        /// The capability's name.
+        capability: &'static str,
+    },
+    /// A KVM ioctl failed.
+    #[error("{op} failed")]
+    Kvm {
+        /// The ioctl.
+        op: &'static str,
+        /// The OS error (EMFILE, ENOMEM, ... say which limit was hit).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Guest memory could not be allocated.
+    #[error("cannot allocate guest memory: {detail}")]
+    OutOfMemory {
+        /// What the allocator said.
+        detail: String,
+    },
+    /// Host access to guest memory failed (a bug in glint: addresses are host-computed).
+    #[error("guest memory access at {addr:#x} failed: {detail}")]
+    GuestMemory {
+        /// Guest address.
+        addr: u64,
+        /// What failed.
+        detail: String,
+    },
+    /// The guest panicked (poisons).
+    #[error("guest panicked: {message}")]
+    GuestPanic {
+        /// The panic message, as the guest reported it (sanitised, capped).
+        message: String,
+    },
+    /// The guest raised a CPU exception (poisons).
+    #[error("guest {0}")]
+    GuestFault(GuestFault),
+    /// The guest ended in a state glint cannot report in detail, e.g. a triple fault (poisons).
+    #[error("guest crashed: {reason}")]
+    GuestCrashed {
+        /// What KVM reported.
+        reason: String,
+    },
+    /// The guest accessed guest-physical memory that is not RAM (poisons).
+    #[error("guest {} unmapped guest-physical address {addr:#x}", if *write { "wrote to" } else { "read from" })]
+    MemoryViolation {
+        /// The address.
+        addr: u64,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// The guest broke the ABI: malformed message, wrong port width, wrong result type (poisons).
+    #[error("guest broke the glint ABI: {detail}")]
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The guest exports no function of that name.
+    #[error("guest exports no function named `{name}`")]
+    NoSuchFunction {
+        /// The requested name.
+        name: String,
+    },
+    /// The caller's types differ from the guest function's signature.
+    #[error("`{name}` has signature {guest}, but was called as {requested}")]
+    SignatureMismatch {
+        /// Function name.
+        name: String,
+        /// What the guest declares.
+        guest: Signature,
+        /// What the caller used.
+        requested: Signature,
+    },
+    /// The arguments do not fit in the input buffer.
+    #[error("arguments of `{name}` take {size} bytes, the input buffer holds {limit}")]
+    ArgumentsTooLarge {
+        /// Function name.
+        name: String,
+        /// Encoded size.
+        size: usize,
+        /// Buffer capacity.
+        limit: u64,
+    },
+    /// The guest function returned an error of its own.
+    #[error("guest function `{name}` failed: {message}")]
+    GuestFunction {
+        /// Function name.
+        name: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// A host function returned an error and the guest call failed after it.
+    #[error("host function `{name}` failed")]
+    HostFunction {
+        /// Host function name.
+        name: String,
+        /// The host function's own error.
+        #[source]
+        source: BoxError,
+    },
+    /// The guest called a host function that is not registered, and the guest call failed after it.
+    #[error("guest called unregistered host function `{name}`")]
+    NoSuchHostFunction {
+        /// The name the guest asked for.
+        name: String,
+    },
+    /// A host function panicked; the guest was not resumed (poisons).
+    #[error("host function `{name}` panicked: {message}")]
+    HostFunctionPanicked {
+        /// Host function name.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The call ran past its deadline and was stopped (poisons).
+    #[error("guest call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The call was stopped by an [`InterruptHandle`](crate::InterruptHandle) (poisons).
+    #[error("guest call was cancelled")]
+    Cancelled,
+    /// An earlier call failed mid-way; the sandbox refuses calls.
+    #[error("sandbox is poisoned by an earlier failure ({cause}); create a new sandbox")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+}
+
+impl Error {
+    /// Whether this error leaves the sandbox poisoned. Exhaustive on purpose: a new variant must
+    /// decide.
+    pub fn poisons(&self) -> bool {
+        match self {
+            Error::GuestPanic { .. }
+            | Error::GuestFault(_)
+            | Error::GuestCrashed { .. }
+            | Error::MemoryViolation { .. }
+            | Error::Protocol { .. }
+            | Error::HostFunctionPanicked { .. }
+            | Error::Timeout(_)
+            | Error::Cancelled
+            | Error::Kvm { .. }
+            | Error::GuestMemory { .. } => true,
+            Error::Image(_)
+            | Error::InvalidConfig { .. }
+            | Error::NoHypervisor { .. }
+            | Error::MissingCapability { .. }
+            | Error::OutOfMemory { .. }
+            | Error::NoSuchFunction { .. }
+            | Error::SignatureMismatch { .. }
+            | Error::ArgumentsTooLarge { .. }
+            | Error::GuestFunction { .. }
+            | Error::HostFunction { .. }
+            | Error::NoSuchHostFunction { .. }
+            | Error::Poisoned { .. } => false,
+        }
+    }
+}
+
+/// A CPU exception raised by the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFault {
+    /// What kind of exception.
+    pub kind: FaultKind,
+    /// Guest instruction address.
+    pub rip: u64,
+    /// For a page fault: the address that faulted (CR2).
+    pub address: Option<u64>,
+    /// The exception's error code, for the vectors that push one.
+    pub error_code: Option<u64>,
+    /// The page fault hit the guard page below the stack.
+    pub stack_overflow: bool,
+}
+
+impl fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.stack_overflow {
+            write!(f, "overflowed its stack")?;
+        } else {
+            write!(f, "raised {}", self.kind)?;
+        }
+        write!(f, " at rip {:#x}", self.rip)?;
+        if let Some(a) = self.address {
+            write!(f, ", address {a:#x}")?;
+        }
+        if let (FaultKind::PageFault, Some(code)) = (self.kind, self.error_code) {
+            let access = if code & 0x10 != 0 {
+                "instruction fetch"
+            } else if code & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            };
+            let why = if code & 1 != 0 { "protection violation" } else { "page not present" };
+            write!(f, " ({access}, {why})")?;
+        } else if let Some(code) = self.error_code.filter(|&c| c != 0) {
+            write!(f, " (error code {code:#x})")?;
+        }
+        Ok(())
+    }
+}
+
+/// x86 exception vectors, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// #DE, vector 0.
+    DivideError,
+    /// #DB, vector 1.
+    Debug,
+    /// NMI, vector 2.
+    Nmi,
+    /// #BP, vector 3 (`int3`).
+    Breakpoint,
+    /// #OF, vector 4.
+    Overflow,
+    /// #BR, vector 5.
+    BoundRange,
+    /// #UD, vector 6 (`ud2`, unknown instructions).
+    InvalidOpcode,
+    /// #NM, vector 7.
+    DeviceNotAvailable,
+    /// #DF, vector 8.
+    DoubleFault,
+    /// #TS, vector 10.
+    InvalidTss,
+    /// #NP, vector 11.
+    SegmentNotPresent,
+    /// #SS, vector 12.
+    StackSegment,
+    /// #GP, vector 13 (privileged instructions, forbidden ports, non-canonical addresses).
+    GeneralProtection,
+    /// #PF, vector 14.
+    PageFault,
+    /// #MF, vector 16.
+    X87,
+    /// #AC, vector 17.
+    AlignmentCheck,
+    /// #MC, vector 18.
+    MachineCheck,
+    /// #XM, vector 19.
+    Simd,
+    /// #VE, vector 20.
+    Virtualization,
+    /// #CP, vector 21.
+    ControlProtection,
+    /// Any other vector below 32.
+    Other(u8),
+}
+
+impl FaultKind {
+    /// The kind for an exception vector.
+    pub fn from_vector(v: u8) -> FaultKind {
+        match v {
+            0 => FaultKind::DivideError,
+            1 => FaultKind::Debug,
+            2 => FaultKind::Nmi,
+            3 => FaultKind::Breakpoint,
+            4 => FaultKind::Overflow,
+            5 => FaultKind::BoundRange,
+            6 => FaultKind::InvalidOpcode,
+            7 => FaultKind::DeviceNotAvailable,
+            8 => FaultKind::DoubleFault,
+            10 => FaultKind::InvalidTss,
+            11 => FaultKind::SegmentNotPresent,
+            12 => FaultKind::StackSegment,
+            13 => FaultKind::GeneralProtection,
+            14 => FaultKind::PageFault,
+            16 => FaultKind::X87,
+            17 => FaultKind::AlignmentCheck,
+            18 => FaultKind::MachineCheck,
+            19 => FaultKind::Simd,
+            20 => FaultKind::Virtualization,
+            21 => FaultKind::ControlProtection,
+            v => FaultKind::Other(v),
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            FaultKind::DivideError => "a divide error (#DE)",
+            FaultKind::Debug => "a debug exception (#DB)",
+            FaultKind::Nmi => "an NMI",
+            FaultKind::Breakpoint => "a breakpoint (#BP)",
+            FaultKind::Overflow => "an overflow exception (#OF)",
+            FaultKind::BoundRange => "a bound-range exception (#BR)",
+            FaultKind::InvalidOpcode => "an invalid opcode (#UD)",
+            FaultKind::DeviceNotAvailable => "a device-not-available exception (#NM)",
+            FaultKind::DoubleFault => "a double fault (#DF)",
+            FaultKind::InvalidTss => "an invalid-TSS exception (#TS)",
+            FaultKind::SegmentNotPresent => "a segment-not-present exception (#NP)",
+            FaultKind::StackSegment => "a stack-segment fault (#SS)",
+            FaultKind::GeneralProtection => "a general-protection fault (#GP)",
+            FaultKind::PageFault => "a page fault (#PF)",
+            FaultKind::X87 => "an x87 floating-point exception (#MF)",
+            FaultKind::AlignmentCheck => "an alignment check (#AC)",
+            FaultKind::MachineCheck => "a machine check (#MC)",
+            FaultKind::Simd => "a SIMD floating-point exception (#XM)",
+            FaultKind::Virtualization => "a virtualization exception (#VE)",
+            FaultKind::ControlProtection => "a control-protection exception (#CP)",
+            FaultKind::Other(v) => return write!(f, "exception vector {v}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// Most characters of guest-supplied text kept in an error or log record.
+pub(crate) const MAX_GUEST_TEXT: usize = 4096;
+
+/// Makes guest bytes safe to print: lossy UTF-8, control characters escaped (so no terminal
+/// escape sequences or forged log lines), capped at [`MAX_GUEST_TEXT`] characters.
+pub(crate) fn sanitize(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len().min(MAX_GUEST_TEXT));
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX_GUEST_TEXT {
+            out.push_str("…");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_escapes_and_caps() {
+        assert_eq!(sanitize(b"a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
+        assert_eq!(sanitize(&[0xff, b'x']), "\u{fffd}x");
+        assert_eq!(sanitize(&vec![b'a'; 10_000]).chars().count(), MAX_GUEST_TEXT + 1);
+    }
+
+    #[test]
+    fn page_fault_message_names_address_and_access() {
+        let f = GuestFault {
+            kind: FaultKind::PageFault,
+            rip: 0x201000,
+            address: Some(0xdead0000),
+            error_code: Some(0x4),
+            stack_overflow: false,
+        };
+        assert_eq!(
+            f.to_string(),
+            "raised a page fault (#PF) at rip 0x201000, address 0xdead0000 (read, page not present)"
+        );
+    }
+}

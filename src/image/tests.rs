@@ -1,0 +1,182 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests"
+)]
+
+use super::test_elf::{Dynamic, RawElf, Rela, Segment as Seg, PF_R, PF_W, PT_GNU_RELRO, R_X86_64_NONE};
+use super::*;
+
+fn load_ok(elf: &RawElf) -> GuestImage {
+    match GuestImage::from_bytes(&elf.build()) {
+        Ok(image) => image,
+        Err(error) => panic!("refused: {error}"),
+    }
+}
+
+fn load_err(elf: &RawElf) -> ImageError {
+    match GuestImage::from_bytes(&elf.build()) {
+        Ok(image) => panic!("loaded: {image:?}"),
+        Err(crate::Error::Image(error)) => error,
+        Err(other) => panic!("not an image error: {other:?}"),
+    }
+}
+
+const RX: PagePerm = PagePerm { write: false, exec: true };
+const RW: PagePerm = PagePerm { write: true, exec: false };
+const RO: PagePerm = PagePerm { write: false, exec: false };
+
+#[test]
+fn image_is_shareable() {
+    fn assert_send_sync<T: Send + Sync + Clone + fmt::Debug>() {}
+    assert_send_sync::<GuestImage>();
+}
+
+#[test]
+fn exec_image_has_its_code_and_one_page() {
+    let image = load_ok(&RawElf::exec(&[0x0f, 0x0b]));
+    assert_eq!(
+        image.segments(),
+        &[Segment { addr: IMAGE_BASE, data: vec![0x0f, 0x0b], mem_size: 2, read: true, write: false, exec: true }]
+    );
+    assert_eq!(image.pages(), &[(IMAGE_BASE, RX)]);
+    assert_eq!(image.page_permissions().collect::<Vec<_>>(), image.pages());
+    assert_eq!(image.end(), IMAGE_BASE + PAGE_SIZE);
+}
+
+/// A PIE linked at 0x1000: code page, data page with 16 file bytes and a bss tail, dynamic.
+fn pie_with(relocations: Vec<Rela>) -> RawElf {
+    RawElf::pie(&[0x90; 0x10], 0x1000)
+        .segment(Seg::load(PF_R | PF_W, 0x2000, &[0x55; 16]).mem_size(0x100))
+        .dynamic(Dynamic::new(0x3000, relocations))
+}
+
+#[test]
+fn pie_is_moved_and_relocated() {
+    let image = load_ok(&pie_with(vec![
+        Rela::relative(0x2008, 0x1234),
+        Rela { offset: 0x2000, r_type: R_X86_64_NONE, addend: 7 },
+        // In the bss part: the data grows with zeros up to it.
+        Rela::relative(0x2080, -0x1000),
+    ]));
+    let base = IMAGE_BASE - 0x1000;
+    assert!(image.is_position_independent());
+    assert_eq!(image.entry(), IMAGE_BASE);
+    let segments = image.segments();
+    let addrs: Vec<u64> = segments.iter().map(|s| s.addr).collect();
+    assert_eq!(addrs, [IMAGE_BASE, IMAGE_BASE + 0x1000, IMAGE_BASE + 0x2000]);
+    let data = &segments[1].data;
+    assert_eq!(data.len(), 0x88);
+    assert_eq!(data[..8], [0x55; 8]);
+    assert_eq!(data[8..16], (base + 0x1234).to_le_bytes());
+    assert!(data[16..0x80].iter().all(|&b| b == 0));
+    assert_eq!(data[0x80..], (base - 0x1000).to_le_bytes());
+    assert_eq!(image.pages(), &[(IMAGE_BASE, RX), (IMAGE_BASE + 0x1000, RW), (IMAGE_BASE + 0x2000, RO)]);
+    assert_eq!(image.end(), IMAGE_BASE + 0x3000);
+}
+
+#[test]
+fn relocation_in_the_last_bytes_of_memory_is_applied() {
+    let image = load_ok(&pie_with(vec![Rela::relative(0x20f8, 0)]));
+    assert_eq!(image.segments()[1].data.len(), 0x100);
+}
+
+#[test]
+fn relocation_straddling_the_segment_end_is_refused() {
+    let error = load_err(&pie_with(vec![Rela::relative(0x2000, 0), Rela::relative(0x20f9, 0)]));
+    assert!(matches!(error, ImageError::RelocationOutOfImage { index: 1, offset: 0x20f9 }), "{error:?}");
+}
+
+#[test]
+fn relocation_in_a_gap_or_wrapping_is_refused() {
+    for offset in [0xff8, 0x1010, 0x2100, u64::MAX - 3] {
+        let error = load_err(&pie_with(vec![Rela::relative(offset, 0)]));
+        assert!(matches!(error, ImageError::RelocationOutOfImage { .. }), "{offset:#x}: {error:?}");
+    }
+}
+
+#[test]
+fn exec_relocations_use_base_zero() {
+    let elf = RawElf::exec(&[0x90; 16])
+        .segment(Seg::load(PF_R | PF_W, IMAGE_BASE + 0x1000, &[0; 8]))
+        .dynamic(Dynamic::new(IMAGE_BASE + 0x2000, vec![Rela::relative(IMAGE_BASE + 0x1000, 0x4242)]));
+    let image = load_ok(&elf);
+    assert!(!image.is_position_independent());
+    assert_eq!(image.segments()[1].data, 0x4242u64.to_le_bytes());
+}
+
+#[test]
+fn shared_page_of_code_and_data_is_refused() {
+    let elf = RawElf::exec(&[0x90; 0x800]).segment(Seg::load(PF_R | PF_W, IMAGE_BASE + 0x800, &[0; 0x800]));
+    let error = load_err(&elf);
+    assert!(
+        matches!(error, ImageError::WritableAndExecutable { page: IMAGE_BASE, writable: 1, executable: 0 }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn shared_page_of_rodata_and_data_is_writable() {
+    let elf = RawElf::exec(&[0x90; 0x10])
+        .segment(Seg::load(PF_R, IMAGE_BASE + 0x1000, &[1; 0x800]))
+        .segment(Seg::load(PF_R | PF_W, IMAGE_BASE + 0x1800, &[2; 0x10]).mem_size(0x1000));
+    let image = load_ok(&elf);
+    assert_eq!(image.pages(), &[(IMAGE_BASE, RX), (IMAGE_BASE + 0x1000, RW), (IMAGE_BASE + 0x2000, RW)]);
+}
+
+#[test]
+fn relro_pages_become_read_only_after_relocation() {
+    let mut elf = RawElf::pie(&[0x90; 0x10], 0)
+        .segment(Seg::load(PF_R | PF_W, 0x1000, &[0; 0x1008]).mem_size(0x3000))
+        .dynamic(Dynamic::new(0x5000, vec![Rela::relative(0x1000, 0x10)]));
+    // RELRO covers the first data page and half of the second.
+    let relro = Seg::new(PT_GNU_RELRO, PF_R, 0x1000, &[]).mem_size(0x1800);
+    elf.segments.push(relro);
+    let image = load_ok(&elf);
+    assert_eq!(image.segments()[1].data[..8], (IMAGE_BASE + 0x10).to_le_bytes());
+    assert_eq!(
+        image.pages(),
+        &[
+            (IMAGE_BASE, RX),
+            (IMAGE_BASE + 0x1000, RO),
+            (IMAGE_BASE + 0x2000, RW),
+            (IMAGE_BASE + 0x3000, RW),
+            (IMAGE_BASE + 0x5000, RO),
+        ]
+    );
+}
+
+#[test]
+fn second_relro_is_refused() {
+    let mut elf = RawElf::exec(&[0x90]);
+    let relro = Seg::new(PT_GNU_RELRO, PF_R, IMAGE_BASE, &[]);
+    elf.segments.push(relro.clone());
+    elf.segments.push(relro);
+    assert!(matches!(load_err(&elf), ImageError::DuplicateSegment { kind: "PT_GNU_RELRO", first: 1, second: 2 }));
+}
+
+#[test]
+fn empty_load_segments_are_ignored() {
+    let elf = RawElf::exec(&[0x90]).segment(Seg::load(PF_R, 0, &[]));
+    let image = load_ok(&elf);
+    assert_eq!(image.segments().len(), 1);
+}
+
+#[test]
+fn ids_are_unique_and_shared_by_clones() {
+    let a = load_ok(&RawElf::exec(&[0x90]));
+    let b = load_ok(&RawElf::exec(&[0x90]));
+    assert_ne!(a.id(), b.id());
+    assert_eq!(a.clone().id(), a.id());
+}
+
+#[test]
+fn debug_output_leaves_out_segment_bytes() {
+    let image = load_ok(&RawElf::exec(&[0xcc; 4096]));
+    let text = format!("{image:?}");
+    assert!(text.contains("data_len: 0x1000"), "{text}");
+    assert!(text.len() < 1000, "{text}");
+}

@@ -1,0 +1,46 @@
+//! glint runs each function call in its own tiny KVM virtual machine.
+//!
+//! There is no guest operating system. The host creates a bare VM, maps a small statically
+//! linked ELF guest (written with the `glint-guest` crate) into it, sets up 64-bit long mode
+//! itself and runs the guest at CPL3. Host and guest talk through a narrow, typed interface:
+//! the host calls named guest functions, the guest calls back only the host functions the
+//! embedder registered, and any other thing the guest does (a fault, a forbidden instruction,
+//! running too long) ends the call with a typed [`Error`].
+//!
+//! ```no_run
+//! use glint::{GuestImage, SandboxBuilder};
+//!
+//! # fn main() -> Result<(), glint::Error> {
+//! let image = GuestImage::from_file("target/guests/x86_64-unknown-none/release/hello")?;
+//! let mut sandbox = SandboxBuilder::new()
+//!     .memory_mib(16)
+//!     .host_fn("greeting", |name: String| format!("Hello from the host, {name}"))
+//!     .build(&image)?   // UninitSandbox: VM created, image mapped
+//!     .init()?;         // Sandbox: guest initialised, exports known
+//! let add = sandbox.typed_fn::<(i32, i32), i32>("add")?; // signature checked once
+//! assert_eq!(add.call(&mut sandbox, (2, 3))?, 5);
+//! let greeting = sandbox.call("greet", &[glint::Value::String("Ada".into())])?;
+//! println!("{greeting}");
+//! # Ok(()) }
+//! ```
+//!
+//! Core types: [`GuestImage`] (a checked, shareable ELF), [`SandboxBuilder`] → [`UninitSandbox`]
+//! → [`Sandbox`], [`TypedFn`], [`InterruptHandle`] and [`Error`].
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod func;
+pub mod image;
+mod mem;
+mod sandbox;
+mod vmm;
+
+pub use error::{Error, FaultKind, GuestFault};
+pub use func::host::BoxError;
+pub use func::{GuestParams, GuestValue, HostFunction, HostResult, Signature, TypedFn};
+pub use glint_abi::{Value, ValueType, ABI_VERSION};
+pub use image::{GuestImage, ImageError};
+pub use mem::MemoryConfig;
+pub use sandbox::{Export, LogRecord, Sandbox, SandboxBuilder, UninitSandbox, DEFAULT_CALL_TIMEOUT};
+pub use vmm::interrupt::InterruptHandle;

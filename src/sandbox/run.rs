@@ -1,0 +1,215 @@
+//! The run loop: enter the guest, serve its crossings, turn every other exit into an error.
+
+use super::builder::LogRecord;
+use super::Core;
+use crate::error::{sanitize, FaultKind, GuestFault};
+use crate::func::host::{BoxError, HostCallFailure};
+use crate::mem::layout::FAULT_STACK_TOP;
+use crate::mem::x86::has_error_code;
+use crate::vmm::interrupt::StopReason;
+use crate::vmm::Exit;
+use crate::Error;
+use glint_abi::wire::{self, Full};
+use glint_abi::{code, port};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// A host function failure during a call, kept to explain a guest failure that follows it.
+pub(crate) enum HostFailure {
+    Failed { name: String, source: BoxError },
+    NotFound { name: String },
+}
+
+/// What a completed call left in the output buffer.
+pub(crate) struct CallOutput {
+    pub(crate) body: Vec<u8>,
+    pub(crate) host_failure: Option<HostFailure>,
+}
+
+impl Core {
+    /// Runs until the guest returns (initialisation).
+    pub(super) fn run_to_return(&mut self) -> Result<Vec<u8>, Error> {
+        self.run_call("<init>").map(|o| o.body)
+    }
+
+    /// Runs one call to completion; on failure the sandbox is poisoned.
+    pub(super) fn run_call(&mut self, name: &str) -> Result<CallOutput, Error> {
+        let result = self.run_inner(name);
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn run_inner(&mut self, name: &str) -> Result<CallOutput, Error> {
+        let timeout = self.shared.call_timeout;
+        let guard = self.control.begin(self.partition.immediate_exit_ptr(), timeout);
+        let mut host_failure = None;
+        let mut exits: u64 = 0;
+        loop {
+            if let Some(reason) = guard.stopped() {
+                tracing::debug!(function = name, exits, ?reason, "call stopped");
+                return Err(match reason {
+                    StopReason::Deadline => Error::Timeout(timeout.unwrap_or_default()),
+                    StopReason::Killed => Error::Cancelled,
+                });
+            }
+            let exit = self.partition.run()?;
+            exits += 1;
+            match exit {
+                Exit::Interrupted => self.partition.clear_immediate_exit(),
+                Exit::Out { port: p, size: 1, value } => match p {
+                    port::RETURN => {
+                        let body = self.read_output()?;
+                        tracing::trace!(function = name, exits, bytes = body.len(), "guest returned");
+                        return Ok(CallOutput { body, host_failure });
+                    }
+                    port::HOST_CALL => {
+                        if let Some(f) = self.host_call()? {
+                            host_failure = Some(f);
+                        }
+                    }
+                    port::LOG => self.log()?,
+                    port::ABORT => return Err(self.abort()?),
+                    port::EXCEPTION => return Err(self.fault(value)?),
+                    other => return Err(Error::Protocol { detail: format!("write to port {other:#x}") }),
+                },
+                Exit::Out { port: p, size, .. } => {
+                    return Err(Error::Protocol {
+                        detail: format!("{size}-byte write to port {p:#x}; glint ports take 1 byte"),
+                    })
+                }
+                Exit::In { port: p } => return Err(Error::Protocol { detail: format!("read from port {p:#x}") }),
+                Exit::Mmio { addr, write } => return Err(Error::MemoryViolation { addr, write }),
+                Exit::Hlt => return Err(Error::GuestCrashed { reason: "the vCPU halted".into() }),
+                Exit::Shutdown => {
+                    return Err(Error::GuestCrashed {
+                        reason: "triple fault (the exception handlers themselves faulted)".into(),
+                    })
+                }
+                Exit::InternalError => {
+                    return Err(Error::GuestCrashed {
+                        reason: "KVM internal error (the guest could not be emulated)".into(),
+                    })
+                }
+                Exit::FailEntry(code) => {
+                    return Err(Error::GuestCrashed {
+                        reason: format!("the vCPU could not be entered (reason {code:#x})"),
+                    })
+                }
+                Exit::Other(what) => return Err(Error::GuestCrashed { reason: format!("unexpected exit {what}") }),
+            }
+        }
+    }
+
+    /// Copies the frame in the output buffer out of guest memory, once, checked against the
+    /// buffer's size.
+    fn read_output(&self) -> Result<Vec<u8>, Error> {
+        let mut prefix = [0u8; wire::LEN_PREFIX];
+        self.partition.read(self.layout.output_addr, &mut prefix)?;
+        let capacity = usize::try_from(self.layout.output_size).unwrap_or(usize::MAX);
+        let len =
+            wire::frame_len(prefix, capacity).map_err(|e| Error::Protocol { detail: format!("output frame: {e}") })?;
+        let mut body = vec![0u8; len];
+        self.partition.read(self.layout.output_addr + wire::LEN_PREFIX as u64, &mut body)?;
+        Ok(body)
+    }
+
+    /// Writes a host-call response frame into the input buffer.
+    fn respond(&self, frame: Result<Vec<u8>, Full>) -> Result<(), Error> {
+        let refused = |detail: String| {
+            wire::frame_vec(|v| wire::put_err(v, code::host_call::REFUSED, detail.as_bytes()))
+                .map_err(|_| Error::Protocol { detail: "cannot encode a host-call refusal".into() })
+        };
+        let frame = match frame {
+            Ok(f) if f.len() as u64 <= self.layout.input_size => f,
+            Ok(f) => refused(format!(
+                "result of {} bytes exceeds the {}-byte input buffer",
+                f.len(),
+                self.layout.input_size
+            ))?,
+            Err(Full) => refused("result cannot be encoded".into())?,
+        };
+        self.partition.write(self.layout.input_addr, &frame)
+    }
+
+    fn host_call(&mut self) -> Result<Option<HostFailure>, Error> {
+        let body = self.read_output()?;
+        let (name, argc, args) = wire::read_host_call_head(&body)
+            .map_err(|e| Error::Protocol { detail: format!("malformed host call: {e}") })?;
+        let _span = tracing::info_span!("host_call", function = name).entered();
+        let Some(f) = self.shared.host_fns.get(name) else {
+            tracing::debug!(function = name, "guest called an unregistered host function");
+            let msg = format!("no host function named `{name}`");
+            self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::NOT_FOUND, msg.as_bytes())))?;
+            return Ok(Some(HostFailure::NotFound { name: name.to_owned() }));
+        };
+        let call = f.call.clone();
+        let outcome = catch_unwind(AssertUnwindSafe(|| call(args, argc)));
+        match outcome {
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                Err(Error::HostFunctionPanicked { name: name.to_owned(), message })
+            }
+            Ok(Ok(value)) => {
+                self.respond(wire::frame_vec(|v| wire::put_ok(v, value.as_value_ref())))?;
+                Ok(None)
+            }
+            Ok(Err(HostCallFailure::BadArguments(msg))) => {
+                let msg = format!("`{name}` {msg}");
+                self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::BAD_ARGUMENTS, msg.as_bytes())))?;
+                Ok(None)
+            }
+            Ok(Err(HostCallFailure::Failed(source))) => {
+                let msg = source.to_string();
+                self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::FAILED, msg.as_bytes())))?;
+                Ok(Some(HostFailure::Failed { name: name.to_owned(), source }))
+            }
+        }
+    }
+
+    fn log(&self) -> Result<(), Error> {
+        let body = self.read_output()?;
+        let (level, message) =
+            wire::read_log(&body).map_err(|e| Error::Protocol { detail: format!("malformed log message: {e}") })?;
+        let level = match level {
+            code::log_level::ERROR => tracing::Level::ERROR,
+            code::log_level::WARN => tracing::Level::WARN,
+            code::log_level::DEBUG => tracing::Level::DEBUG,
+            code::log_level::TRACE => tracing::Level::TRACE,
+            _ => tracing::Level::INFO,
+        };
+        let record = LogRecord { level, message: sanitize(message) };
+        match level {
+            tracing::Level::ERROR => tracing::error!(target: "glint::guest", message = %record.message),
+            tracing::Level::WARN => tracing::warn!(target: "glint::guest", message = %record.message),
+            tracing::Level::INFO => tracing::info!(target: "glint::guest", message = %record.message),
+            tracing::Level::DEBUG => tracing::debug!(target: "glint::guest", message = %record.message),
+            tracing::Level::TRACE => tracing::trace!(target: "glint::guest", message = %record.message),
+        }
+        if let Some(hook) = &self.shared.on_log {
+            hook(&record);
+        }
+        Ok(())
+    }
+
+    fn abort(&self) -> Result<Error, Error> {
+        let body = self.read_output()?;
+        Ok(match wire::read_abort(&body) {
+            Ok((_code, message)) => Error::GuestPanic { message: sanitize(message) },
+            Err(e) => Error::Protocol { detail: format!("malformed abort message: {e}") },
+        })
+    }
+
+    /// Builds the fault report from the exception frame the CPU pushed on the fault stack.
+    fn fault(&self, vector: u8) -> Result<Error, Error> {
+        let has_code = has_error_code(vector);
+        let frame = FAULT_STACK_TOP - if has_code { 48 } else { 40 };
+        let error_code = if has_code { Some(self.partition.read_u64(frame)?) } else { None };
+        let rip = self.partition.read_u64(frame + if has_code { 8 } else { 0 })?;
+        let kind = FaultKind::from_vector(vector);
+        let address = if kind == FaultKind::PageFault { Some(self.partition.sregs()?.cr2) } else { None };
+        let stack_overflow = address.is_some_and(|a| a >= self.layout.guard_addr && a < self.layout.stack_addr);
+        Ok(Error::GuestFault(GuestFault { kind, rip, address, error_code, stack_overflow }))
+    }
+}

@@ -1,0 +1,309 @@
+//! Stopping a running vCPU from another thread: kill and per-call deadlines.
+//!
+//! A guest need not cooperate (on kvm_pvm a `vmmcall` at CPL0 keeps KVM_RUN from returning at
+//! all), so the only lever is the vCPU thread itself: we mark the call cancelled, then send that
+//! thread a real-time signal carrying the call's generation number. The handler sets the vCPU's
+//! `immediate_exit` if, and only if, the thread is still running that very call, which closes the
+//! race with a signal landing just before KVM_RUN and makes a late signal harmless for the next
+//! call. The run loop checks the cancel mark before every entry and after every `EINTR`.
+//!
+//! Deadlines come from one process-wide watchdog thread that sleeps until the earliest deadline
+//! of any running call; starting a call costs two uncontended lock operations, no syscall unless
+//! the new deadline is the earliest.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Why a call was stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// `InterruptHandle::kill`.
+    Killed,
+    /// The call's deadline passed.
+    Deadline,
+}
+
+#[derive(Clone, Copy)]
+struct Running {
+    generation: u64,
+    thread: libc::pthread_t,
+    deadline: Option<Instant>,
+}
+
+/// Shared by a sandbox, its interrupt handles and the watchdog.
+#[derive(Default)]
+pub(crate) struct CallControl {
+    running: Mutex<Option<Running>>,
+    /// Generation of the call that was stopped (0: none).
+    stopped: AtomicU64,
+    /// `StopReason` of `stopped`: 1 killed, 2 deadline.
+    reason: AtomicU8,
+    next_generation: AtomicU64,
+}
+
+impl std::fmt::Debug for CallControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallControl").field("stopped", &self.stopped).finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The `immediate_exit` byte of the vCPU this thread is running, or null.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+    /// Generation of the call this thread is running, or 0.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + KICK_SIGNAL_OFFSET
+}
+
+/// Offset from SIGRTMIN of the signal we use (glibc reserves none above SIGRTMIN itself).
+const KICK_SIGNAL_OFFSET: libc::c_int = 2;
+
+extern "C" fn on_kick(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; `si_value` is the
+    // union member pthread_sigqueue filled.
+    let wanted = unsafe { (*info).si_value().sival_ptr } as u64;
+    // Only const-initialised, destructor-free thread-locals are touched: plain TLS reads.
+    if wanted != 0 && GENERATION.with(Cell::get) == wanted {
+        let p = IMMEDIATE_EXIT.with(Cell::get);
+        if !p.is_null() {
+            // SAFETY: `p` points into the kvm_run page of the vCPU this thread is running; it is
+            // set only inside `CallControl::begin` and cleared in `CallGuard::drop`, while the
+            // `Partition` that owns the page is mutably borrowed by the call.
+            unsafe { std::ptr::write_volatile(p, 1) };
+        }
+    }
+}
+
+fn install_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: a zeroed sigaction is a valid starting point; we set the handler, SA_SIGINFO
+        // (no SA_RESTART, so KVM_RUN returns EINTR) and an empty mask. `on_kick` only touches
+        // thread-locals and one byte of memory, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            let rc = libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+            if rc != 0 {
+                tracing::error!("installing the vCPU kick signal handler failed: {}", std::io::Error::last_os_error());
+            }
+        }
+    });
+}
+
+/// Makes sure the kick signal is not blocked on this thread (once per thread).
+fn unblock_on_this_thread() {
+    thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
+    if DONE.with(Cell::get) {
+        return;
+    }
+    // SAFETY: the set is initialised by sigemptyset before use; unblocking one signal on the
+    // calling thread affects nothing else.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, kick_signal());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    DONE.with(|d| d.set(true));
+}
+
+impl CallControl {
+    pub(crate) fn new() -> Arc<CallControl> {
+        install_handler();
+        let control = Arc::new(CallControl::default());
+        watchdog().register(&control);
+        control
+    }
+
+    /// Marks the start of a call on this thread. `immediate_exit` must stay valid until the
+    /// returned guard drops.
+    pub(crate) fn begin(self: &Arc<Self>, immediate_exit: *mut u8, timeout: Option<Duration>) -> CallGuard {
+        unblock_on_this_thread();
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        IMMEDIATE_EXIT.with(|c| c.set(immediate_exit));
+        GENERATION.with(|c| c.set(generation));
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        *lock(&self.running) = Some(Running { generation, thread, deadline });
+        if let Some(d) = deadline {
+            watchdog().consider(d);
+        }
+        CallGuard { control: Arc::clone(self), generation }
+    }
+
+    /// Stops the running call, if there is one. Returns whether a call was running.
+    pub(crate) fn stop(&self, reason: StopReason) -> bool {
+        let running = lock(&self.running);
+        let Some(r) = *running else { return false };
+        self.stop_locked(r, reason);
+        true
+    }
+
+    fn stop_locked(&self, r: Running, reason: StopReason) {
+        let code = match reason {
+            StopReason::Killed => 1,
+            StopReason::Deadline => 2,
+        };
+        self.reason.store(code, Ordering::Relaxed);
+        self.stopped.store(r.generation, Ordering::Release);
+        let value = libc::sigval { sival_ptr: r.generation as usize as *mut libc::c_void };
+        // SAFETY: `r.thread` is running a call (we hold the `running` lock, which the call's
+        // guard takes before it ends), so it is a live thread of this process.
+        unsafe { libc::pthread_sigqueue(r.thread, kick_signal(), value) };
+    }
+}
+
+/// A call in progress; dropping it ends the call's claim on the thread and its deadline.
+pub(crate) struct CallGuard {
+    control: Arc<CallControl>,
+    generation: u64,
+}
+
+impl CallGuard {
+    /// Whether, and why, this call was stopped.
+    pub(crate) fn stopped(&self) -> Option<StopReason> {
+        if self.control.stopped.load(Ordering::Acquire) != self.generation {
+            return None;
+        }
+        match self.control.reason.load(Ordering::Relaxed) {
+            2 => Some(StopReason::Deadline),
+            _ => Some(StopReason::Killed),
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        *lock(&self.control.running) = None;
+        GENERATION.with(|c| c.set(0));
+        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+    }
+}
+
+/// A cloneable, thread-safe handle that stops the sandbox's running call.
+///
+/// `kill` stops the call that is running when it is invoked, from any thread, even while the
+/// guest spins with interrupts off or while a host function runs (the call then ends when the
+/// host function returns). With no call running it does nothing and returns `false`: a kill is
+/// never remembered for a later call. After the sandbox is dropped the handle is inert.
+#[derive(Clone, Debug)]
+pub struct InterruptHandle {
+    control: Weak<CallControl>,
+}
+
+impl InterruptHandle {
+    pub(crate) fn new(control: &Arc<CallControl>) -> Self {
+        InterruptHandle { control: Arc::downgrade(control) }
+    }
+
+    /// Stops the running call; returns whether one was running.
+    pub fn kill(&self) -> bool {
+        self.control.upgrade().is_some_and(|c| c.stop(StopReason::Killed))
+    }
+
+    /// Whether the sandbox this handle belongs to has been dropped.
+    pub fn is_dropped(&self) -> bool {
+        self.control.strong_count() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Watchdog {
+    controls: Mutex<Vec<Weak<CallControl>>>,
+    /// When the watchdog will next look (nanoseconds after `epoch`); u64::MAX: parked.
+    next_wake: AtomicU64,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    epoch: Instant,
+}
+
+fn watchdog() -> &'static Watchdog {
+    static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
+    WATCHDOG.get_or_init(|| {
+        let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
+            controls: Mutex::new(Vec::new()),
+            next_wake: AtomicU64::new(u64::MAX),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            epoch: Instant::now(),
+        }));
+        let spawned = std::thread::Builder::new().name("glint-watchdog".into()).spawn(move || w.run());
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the deadline watchdog thread: {e}");
+        }
+        w
+    })
+}
+
+impl Watchdog {
+    fn register(&self, control: &Arc<CallControl>) {
+        let mut controls = lock(&self.controls);
+        if controls.len() >= 64 && controls.len().is_power_of_two() {
+            controls.retain(|w| w.strong_count() > 0);
+        }
+        controls.push(Arc::downgrade(control));
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Wakes the watchdog if `deadline` is earlier than its next look.
+    fn consider(&self, deadline: Instant) {
+        if self.nanos(deadline) < self.next_wake.load(Ordering::Acquire) {
+            let _g = lock(&self.wake_lock);
+            self.next_wake.store(0, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let now = Instant::now();
+            let mut earliest: Option<Instant> = None;
+            {
+                let mut controls = lock(&self.controls);
+                controls.retain(|w| w.strong_count() > 0);
+                for c in controls.iter().filter_map(Weak::upgrade) {
+                    let running = lock(&c.running);
+                    let Some(r) = *running else { continue };
+                    let Some(d) = r.deadline else { continue };
+                    if d <= now {
+                        if c.stopped.load(Ordering::Acquire) != r.generation {
+                            c.stop_locked(r, StopReason::Deadline);
+                        }
+                    } else {
+                        earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                    }
+                }
+            }
+            let guard = lock(&self.wake_lock);
+            let next = earliest.map_or(u64::MAX, |e| self.nanos(e));
+            // A call that started since the scan set next_wake to 0: look again at once.
+            if self.next_wake.swap(next, Ordering::AcqRel) == 0 && next != 0 {
+                continue;
+            }
+            match earliest {
+                Some(e) => {
+                    let wait = e.saturating_duration_since(Instant::now());
+                    drop(self.wake.wait_timeout(guard, wait));
+                }
+                None => {
+                    drop(self.wake.wait(guard));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+
+pub mod elf;
+
+use glint::{GuestImage, Sandbox, SandboxBuilder};
+
+/// Whether this test may use KVM: skips (returns false, with a note) when /dev/kvm cannot be
+/// opened, unless GLINT_REQUIRE_KVM=1 (set by CI), where a missing KVM fails the test.
+pub fn kvm() -> bool {
+    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    if !ok {
+        assert!(
+            std::env::var("GLINT_REQUIRE_KVM").as_deref() != Ok("1"),
+            "/dev/kvm cannot be opened but GLINT_REQUIRE_KVM=1"
+        );
+        eprintln!("note: /dev/kvm cannot be opened; skipping this KVM test");
+    }
+    ok
+}
+
+/// Skips the calling test when KVM is unavailable (see [`kvm`]).
+#[macro_export]
+macro_rules! require_kvm {
+    () => {
+        if !$crate::common::kvm() {
+            return;
+        }
+    };
+}
+
+/// The test guest's image, loaded once per test binary.
+pub fn testguest() -> GuestImage {
+    static IMAGE: std::sync::OnceLock<GuestImage> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| GuestImage::from_file(glint_guest_artifacts::TESTGUEST).expect("load testguest")).clone()
+}
+
+/// The hello guest's image.
+pub fn hello() -> GuestImage {
+    static IMAGE: std::sync::OnceLock<GuestImage> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| GuestImage::from_file(glint_guest_artifacts::HELLO).expect("load hello")).clone()
+}
+
+/// The host function whose error tests look for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostFailure(pub &'static str);
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host says no: {}", self.0)
+    }
+}
+
+impl std::error::Error for HostFailure {}
+
+/// A builder with the host functions the test guest expects: `add`, `fail`, `hello`.
+pub fn test_builder() -> SandboxBuilder {
+    SandboxBuilder::new()
+        .host_fn("add", |a: i32, b: i32| a.wrapping_add(b))
+        .host_fn("fail", || -> Result<String, HostFailure> { Err(HostFailure("on purpose")) })
+        .host_fn("hello", || String::from("hi from the host"))
+        .host_fn("boom", || -> String { panic!("host function panicked on purpose") })
+}
+
+/// A ready test-guest sandbox with [`test_builder`]'s host functions.
+pub fn test_sandbox() -> Sandbox {
+    test_builder().build(&testguest()).expect("build").init().expect("init")
+}
