@@ -350,7 +350,7 @@ pub(crate) fn sanitize(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_GUEST_TEXT));
     for (n, c) in text.chars().enumerate() {
         if n == MAX_GUEST_TEXT {
-            out.push_str("…");
+            out.push('…');
             break;
         }
         if c.is_control() {

@@ -49,7 +49,7 @@ fn every_value_type_round_trips_untyped() {
         ("rt_bytes", Value::Bytes(vec![9; 17])),
     ];
     for (name, v) in cases {
-        assert_eq!(sb.call(name, &[v.clone()]).unwrap(), v, "{name}");
+        assert_eq!(sb.call(name, std::slice::from_ref(&v)).unwrap(), v, "{name}");
     }
     assert_eq!(sb.call("rt_unit", &[]).unwrap(), Value::Unit);
 }

@@ -9,12 +9,14 @@ pub const NOTE_NAME: &[u8] = b"glint";
 /// Note type of the ABI-version note ("GLNT").
 pub const NOTE_TYPE: u32 = 0x544e_4c47;
 
+const _: () = assert!(NOTE_NAME.len() == 5, "version_note hard-codes the name");
+
 /// Size of the encoded note: header (12), name padded to 8, descriptor (4).
 pub const NOTE_SIZE: usize = 24;
 
 /// The note as bytes, for a guest to place in its `.note.glint` section.
 pub const fn version_note(version: u32) -> [u8; NOTE_SIZE] {
-    let n = (NOTE_NAME.len() as u32 + 1).to_le_bytes();
+    let n = 6u32.to_le_bytes(); // "glint" and its NUL
     let d = 4u32.to_le_bytes();
     let t = NOTE_TYPE.to_le_bytes();
     let v = version.to_le_bytes();

@@ -40,7 +40,9 @@ fn build() -> Result<(), String> {
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&bins).args(["build", "--release", "--target", TARGET]).env("CARGO_TARGET_DIR", &target_dir);
+    cmd.current_dir(&bins)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir);
     // Flags meant for the host build (coverage, sanitizers, a host target) must not reach the
     // bare-metal build.
     for var in [

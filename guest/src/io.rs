@@ -11,8 +11,6 @@ pub(crate) use imp::*;
 
 #[cfg(target_os = "none")]
 mod imp {
-    use super::*;
-    #[allow(unused_imports, reason = "shared names")]
     use core::cell::UnsafeCell;
     use glint_abi::layout::BootInfo;
 

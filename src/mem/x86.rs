@@ -203,8 +203,8 @@ mod tests {
 
     #[test]
     fn stubs_fit_their_page_and_use_imm8_port() {
-        assert!(IDT_ENTRIES * STUB_SIZE <= PAGE_SIZE);
-        assert!(port::EXCEPTION < 256);
+        const { assert!(IDT_ENTRIES * STUB_SIZE <= PAGE_SIZE) };
+        const { assert!(port::EXCEPTION < 256) };
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn parse_exports(body: &[u8]) -> Result<Exports, Error> {
     let mut list = Vec::new();
     let mut by_name = HashMap::new();
     let parsed = wire::read_exports(body, |e| {
-        let index = u32::try_from(list.len()).map_err(|_| format!("too many exports"))?;
+        let index = u32::try_from(list.len()).map_err(|_| String::from("too many exports"))?;
         if by_name.insert(e.name.to_owned(), index).is_some() {
             return Err(format!("function `{}` exported twice", e.name));
         }
