@@ -152,8 +152,14 @@ pub enum Error {
     /// The call was stopped by an [`InterruptHandle`](crate::InterruptHandle) (poisons).
     #[error("guest call was cancelled")]
     Cancelled,
-    /// An earlier call failed mid-way; the sandbox refuses calls.
-    #[error("sandbox is poisoned by an earlier failure ({cause}); create a new sandbox")]
+    /// The snapshot cannot be restored into this sandbox.
+    #[error("snapshot does not fit this sandbox: {reason}")]
+    SnapshotMismatch {
+        /// Why.
+        reason: String,
+    },
+    /// An earlier call failed mid-way; the sandbox refuses calls until restored.
+    #[error("sandbox is poisoned by an earlier failure ({cause}); restore a snapshot or create a new sandbox")]
     Poisoned {
         /// The failure that poisoned it.
         cause: String,
@@ -186,6 +192,7 @@ impl Error {
             | Error::GuestFunction { .. }
             | Error::HostFunction { .. }
             | Error::NoSuchHostFunction { .. }
+            | Error::SnapshotMismatch { .. }
             | Error::Poisoned { .. } => false,
         }
     }

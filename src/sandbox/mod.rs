@@ -3,8 +3,10 @@
 
 mod builder;
 mod run;
+mod snapshot;
 
 pub use builder::{LogRecord, SandboxBuilder, DEFAULT_CALL_TIMEOUT};
+pub use snapshot::Snapshot;
 
 use crate::func::host::HostFunctions;
 use crate::func::{GuestParams, GuestValue, Signature, TypedFn};
@@ -54,6 +56,12 @@ pub(crate) struct Core {
     shared: Shared,
     control: Arc<CallControl>,
     poisoned: Option<String>,
+    /// Pages that may differ from zero: every page ever written, by guest or host.
+    written: Vec<u64>,
+    /// Id of the snapshot memory equals, apart from the pages written since (0: none).
+    base: u64,
+    /// The vCPU stopped at a RETURN exit and has not been restored since.
+    at_return: bool,
 }
 
 impl std::fmt::Debug for Core {
@@ -76,7 +84,7 @@ impl UninitSandbox {
     fn new(image: GuestImage, shared: Shared, memory: &MemoryConfig) -> Result<Self, Error> {
         let layout = Layout::new(memory, &image)?;
         let _span = tracing::info_span!("sandbox_create", image = image.id(), memory = layout.memory_size).entered();
-        let partition = Partition::new(layout.memory_size)?;
+        let mut partition = Partition::new(layout.memory_size)?;
         let pages = x86::page_map(&layout, &image);
         for (addr, bytes) in x86::page_tables(&layout, &pages) {
             partition.write(addr, &bytes)?;
@@ -92,7 +100,17 @@ impl UninitSandbox {
         partition.set_entry_state(&layout, image.entry())?;
         tracing::trace!(?layout, pages = pages.len(), "partition ready");
         Ok(UninitSandbox {
-            core: Core { partition, layout, image, shared, control: CallControl::new(), poisoned: None },
+            core: Core {
+                written: vec![0; partition.pages().div_ceil(64) as usize],
+                partition,
+                layout,
+                image,
+                shared,
+                control: CallControl::new(),
+                poisoned: None,
+                base: 0,
+                at_return: false,
+            },
         })
     }
 
@@ -103,9 +121,10 @@ impl UninitSandbox {
     pub fn init(mut self) -> Result<Sandbox, Error> {
         let _span = tracing::info_span!("sandbox_init", image = self.core.image.id()).entered();
         let body = self.core.run_to_return()?;
-        let exports = parse_exports(&body)?;
+        let exports = parse_exports(&body).map_err(|e| self.core.poison(e))?;
         tracing::trace!(exports = exports.list.len(), "guest initialised");
-        Ok(Sandbox { core: self.core, exports: Arc::new(exports) })
+        let initial = self.core.snapshot()?;
+        Ok(Sandbox { core: self.core, exports: Arc::new(exports), initial })
     }
 
     /// A handle that can stop initialisation from another thread.
@@ -145,6 +164,7 @@ fn parse_exports(body: &[u8]) -> Result<Exports, Error> {
 pub struct Sandbox {
     core: Core,
     exports: Arc<Exports>,
+    initial: Snapshot,
 }
 
 impl Sandbox {

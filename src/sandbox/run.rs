@@ -58,6 +58,7 @@ impl Core {
                     port::RETURN => {
                         let body = self.read_output()?;
                         tracing::trace!(function = name, exits, bytes = body.len(), "guest returned");
+                        self.at_return = true;
                         return Ok(CallOutput { body, host_failure });
                     }
                     port::HOST_CALL => {
@@ -112,7 +113,7 @@ impl Core {
     }
 
     /// Writes a host-call response frame into the input buffer.
-    fn respond(&self, frame: Result<Vec<u8>, Full>) -> Result<(), Error> {
+    fn respond(&mut self, frame: Result<Vec<u8>, Full>) -> Result<(), Error> {
         let refused = |detail: String| {
             wire::frame_vec(|v| wire::put_err(v, code::host_call::REFUSED, detail.as_bytes()))
                 .map_err(|_| Error::Protocol { detail: "cannot encode a host-call refusal".into() })

@@ -8,8 +8,12 @@ use crate::mem::layout::{Layout, GDT_ADDR, IDT_ADDR, PML4_ADDR, TSS_ADDR};
 use crate::mem::x86::{GDT_LIMIT, IDT_LIMIT, TSS_LIMIT, TSS_SEL, USER_CS, USER_DS};
 use crate::Error;
 use glint_abi::layout::BOOT_INFO_ADDR;
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use glint_abi::layout::PAGE_SIZE;
+use kvm_bindings::{
+    kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
+    CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+};
+use kvm_ioctls::{Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VcpuFd, VmFd};
 use std::sync::OnceLock;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -17,6 +21,47 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 struct Host {
     kvm: Kvm,
     cpuid: CpuId,
+    /// The MSRs of [`SAVED_MSRS`] this KVM supports.
+    msrs: Vec<u32>,
+}
+
+/// MSRs saved in snapshots and reset by restore. A CPL3 guest cannot write any MSR (`wrmsr`
+/// faults, and the MSR filter denies whatever might reach KVM), so this is defence in depth:
+/// SYSENTER_CS/ESP/EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX.
+const SAVED_MSRS: [u32; 10] =
+    [0x174, 0x175, 0x176, 0x277, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103];
+
+/// Everything about a vCPU a guest could change, as KVM reports it.
+pub(crate) struct VcpuState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    xsave: Box<kvm_xsave>,
+    xcrs: kvm_xcrs,
+    debugregs: kvm_debugregs,
+    msrs: Vec<kvm_msr_entry>,
+}
+
+impl std::fmt::Debug for VcpuState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuState").field("rip", &self.regs.rip).field("rsp", &self.regs.rsp).finish_non_exhaustive()
+    }
+}
+
+impl VcpuState {
+    /// Instruction pointer.
+    pub(crate) fn rip(&self) -> u64 {
+        self.regs.rip
+    }
+
+    /// `rdx` (the port of an `out dx, al`).
+    pub(crate) fn rdx(&self) -> u64 {
+        self.regs.rdx
+    }
+
+    /// Moves the instruction pointer (see `Core::snapshot` on why).
+    pub(crate) fn set_rip(&mut self, rip: u64) {
+        self.regs.rip = rip;
+    }
 }
 
 static HOST: OnceLock<Result<Host, (i32, &'static str)>> = OnceLock::new();
@@ -28,6 +73,10 @@ fn host() -> Result<&'static Host, Error> {
             (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
             (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+            (Cap::X86MsrFilter, "KVM_CAP_X86_MSR_FILTER"),
+            (Cap::Xsave, "KVM_CAP_XSAVE"),
+            (Cap::Xcrs, "KVM_CAP_XCRS"),
+            (Cap::Debugregs, "KVM_CAP_DEBUGREGS"),
         ] {
             if !kvm.check_extension(cap) {
                 return Err((0, name));
@@ -36,7 +85,14 @@ fn host() -> Result<&'static Host, Error> {
         let mut cpuid =
             kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| (e.errno(), "KVM_GET_SUPPORTED_CPUID"))?;
         hide_virtualisation(&mut cpuid);
-        Ok(Host { kvm, cpuid })
+        // KVM_SET_XSAVE reads KVM_CAP_XSAVE2 bytes when that exceeds the classic 4 KiB struct;
+        // we pass the classic struct, so refuse hosts where that would over-read.
+        if kvm.check_extension_int(Cap::Xsave2) > std::mem::size_of::<kvm_xsave>() as i32 {
+            return Err((0, "an XSAVE area of at most 4 KiB (KVM_CAP_XSAVE2)"));
+        }
+        let supported = kvm.get_msr_index_list().map_err(|e| (e.errno(), "KVM_GET_MSR_INDEX_LIST"))?;
+        let msrs = SAVED_MSRS.iter().copied().filter(|m| supported.as_slice().contains(m)).collect();
+        Ok(Host { kvm, cpuid, msrs })
     });
     match host {
         Ok(h) => Ok(h),
@@ -90,8 +146,11 @@ pub(crate) enum Exit {
 pub(crate) struct Partition {
     // Field order is drop order: the vCPU goes before the VM it belongs to.
     vcpu: VcpuFd,
-    _vm: VmFd,
+    vm: VmFd,
     mem: GuestMemoryMmap,
+    /// Pages the host wrote since the last `take_dirty` (KVM's dirty log sees only the guest's).
+    host_dirty: Vec<u64>,
+    pages: u64,
 }
 
 impl Partition {
@@ -107,7 +166,7 @@ impl Partition {
             mem.get_host_address(GuestAddress(0)).map_err(|e| Error::OutOfMemory { detail: e.to_string() })?;
         let region = kvm_userspace_memory_region {
             slot: 0,
-            flags: 0,
+            flags: KVM_MEM_LOG_DIRTY_PAGES,
             guest_phys_addr: 0,
             memory_size: size,
             userspace_addr: host_addr as u64,
@@ -116,14 +175,93 @@ impl Partition {
         // this `Partition` owns and drops only after `vm` (field order), so the guest never
         // sees freed memory; slot 0 is not used by anything else in this VM.
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        // Deny every MSR access that reaches KVM. The one explicit range is required (KVM refuses
+        // a deny-all filter without ranges) and denies MSR 0 too.
+        let deny = [0u8; 1];
+        let range = MsrFilterRange {
+            flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+            base: 0,
+            msr_count: 1,
+            bitmap: &deny,
+        };
+        vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range]).map_err(kvm_err("KVM_X86_SET_MSR_FILTER"))?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&host.cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        Ok(Partition { vcpu, _vm: vm, mem })
+        let pages = size / PAGE_SIZE;
+        Ok(Partition { vcpu, vm, mem, host_dirty: vec![0; pages.div_ceil(64) as usize], pages })
     }
 
-    /// Copies `bytes` into guest memory at `addr`.
-    pub(crate) fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), Error> {
+    /// Copies `bytes` into guest memory at `addr` and remembers the pages as dirty.
+    pub(crate) fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.write_untracked(addr, bytes)?;
+        if let Some(last) = (addr + bytes.len() as u64).checked_sub(1).filter(|_| !bytes.is_empty()) {
+            for page in addr / PAGE_SIZE..=last / PAGE_SIZE {
+                if let Some(word) = self.host_dirty.get_mut((page / 64) as usize) {
+                    *word |= 1 << (page % 64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` into guest memory without marking pages dirty (restore writes back what a
+    /// snapshot holds, so the pages end up clean with respect to it).
+    pub(crate) fn write_untracked(&self, addr: u64, bytes: &[u8]) -> Result<(), Error> {
         self.mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| Error::GuestMemory { addr, detail: e.to_string() })
+    }
+
+    /// Number of 4 KiB pages of guest memory.
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The pages written since the last call, by the guest (KVM's dirty log, which this also
+    /// resets) or by the host, as a bitmap of 64-page words.
+    pub(crate) fn take_dirty(&mut self) -> Result<Vec<u64>, Error> {
+        let size = usize::try_from(self.pages * PAGE_SIZE).unwrap_or(usize::MAX);
+        let mut dirty = self.vm.get_dirty_log(0, size).map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
+        dirty.resize(self.host_dirty.len(), 0);
+        for (d, h) in dirty.iter_mut().zip(self.host_dirty.iter_mut()) {
+            *d |= std::mem::take(h);
+        }
+        Ok(dirty)
+    }
+
+    /// Captures every piece of guest-changeable vCPU state.
+    pub(crate) fn save_vcpu(&self) -> Result<VcpuState, Error> {
+        let host = host()?;
+        let mut msrs = Msrs::from_entries(
+            &host.msrs.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect::<Vec<_>>(),
+        )
+        .map_err(|_| Error::Kvm { op: "KVM_GET_MSRS", source: std::io::Error::from_raw_os_error(libc::E2BIG) })?;
+        let n = self.vcpu.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+        Ok(VcpuState {
+            regs: self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
+            sregs: self.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
+            xsave: Box::new(self.vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?),
+            xcrs: self.vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?,
+            debugregs: self.vcpu.get_debug_regs().map_err(kvm_err("KVM_GET_DEBUGREGS"))?,
+            msrs: msrs.as_slice().get(..n).unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// Puts the vCPU back into `state`.
+    pub(crate) fn restore_vcpu(&mut self, state: &VcpuState) -> Result<(), Error> {
+        self.vcpu.set_sregs(&state.sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.vcpu.set_regs(&state.regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        // SAFETY: `host()` refused to run on hosts whose KVM_CAP_XSAVE2 size exceeds the 4 KiB
+        // `kvm_xsave` we pass, and glint enables no dynamic XSTATE features, so KVM reads only
+        // the struct we own.
+        unsafe { self.vcpu.set_xsave(&state.xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
+        self.vcpu.set_xcrs(&state.xcrs).map_err(kvm_err("KVM_SET_XCRS"))?;
+        self.vcpu.set_debug_regs(&state.debugregs).map_err(kvm_err("KVM_SET_DEBUGREGS"))?;
+        let msrs = Msrs::from_entries(&state.msrs)
+            .map_err(|_| Error::Kvm { op: "KVM_SET_MSRS", source: std::io::Error::from_raw_os_error(libc::E2BIG) })?;
+        let n = self.vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if n != state.msrs.len() {
+            return Err(Error::Kvm { op: "KVM_SET_MSRS", source: std::io::Error::from_raw_os_error(libc::EINVAL) });
+        }
+        Ok(())
     }
 
     /// Copies guest memory at `addr` into `buf`.

@@ -140,7 +140,38 @@ fn exec_heap() {
     f();
 }
 
+// Secrets for restore tests: memory (static and heap) and CPU state (SSE register, MXCSR).
+static HEAP_SECRET: core::sync::atomic::AtomicPtr<u64> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+fn secrets_set(v: u64) {
+    STATE.store(v, Ordering::Relaxed);
+    let b = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(v));
+    HEAP_SECRET.store(b, Ordering::Relaxed);
+    // SAFETY: writes xmm5 and MXCSR (round toward zero); nothing in this soft-float guest uses them.
+    unsafe {
+        core::arch::asm!("movq xmm5, {v}", v = in(reg) v);
+        let mut csr: u32 = 0;
+        core::arch::asm!("stmxcsr [{p}]", p = in(reg) &mut csr);
+        csr |= 0x6000;
+        core::arch::asm!("ldmxcsr [{p}]", p = in(reg) &csr);
+    }
+}
+fn secrets_get() -> String {
+    let heap = HEAP_SECRET.load(Ordering::Relaxed);
+    // SAFETY: the pointer is null or a leaked Box<u64> from `secrets_set`.
+    let heap = if heap.is_null() { String::from("none") } else { format!("{}", unsafe { *heap }) };
+    let xmm5: u64;
+    let mut csr: u32 = 0;
+    // SAFETY: reads xmm5 and MXCSR.
+    unsafe {
+        core::arch::asm!("movq {v}, xmm5", v = out(reg) xmm5);
+        core::arch::asm!("stmxcsr [{p}]", p = in(reg) &mut csr);
+    }
+    format!("{}|{heap}|{xmm5}|{csr:#x}", STATE.load(Ordering::Relaxed))
+}
+
 glint_guest::exports!(
+    secrets_set,
+    secrets_get,
     rt_unit,
     rt_i32,
     rt_u32,

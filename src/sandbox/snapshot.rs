@@ -1,0 +1,217 @@
+//! Snapshots and restore: memory and every piece of guest-changeable vCPU state.
+//!
+//! Restore costs in proportion to the pages written since the sandbox last matched a snapshot:
+//! KVM's dirty log reports the guest's writes, the partition records the host's own, and only
+//! those pages are copied back (or zeroed). Restoring a snapshot other than the one memory last
+//! matched falls back to every page ever written, which is still bounded by what the guest
+//! touched, not by the size of its memory.
+
+use super::{Core, Sandbox};
+use crate::mem::layout::Layout;
+use crate::vmm::VcpuState;
+use crate::Error;
+use glint_abi::layout::PAGE_SIZE;
+use glint_abi::port;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Marks a page that is all zeroes in a snapshot.
+const ZERO: u32 = u32::MAX;
+
+/// A copy of a sandbox's memory and vCPU state, taken between calls.
+///
+/// Restorable into the sandbox it came from or any sandbox built from the same image with the
+/// same memory layout. Cheap to clone.
+#[derive(Clone)]
+pub struct Snapshot {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    image: u64,
+    layout: Layout,
+    /// For every page of guest memory: its index in `data` (in pages), or [`ZERO`].
+    index: Vec<u32>,
+    data: Vec<u8>,
+    vcpu: VcpuState,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("id", &self.inner.id)
+            .field("image", &self.inner.image)
+            .field("pages", &self.stored_pages())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Number of non-zero pages the snapshot holds (its memory cost is this times 4 KiB).
+    pub fn stored_pages(&self) -> usize {
+        self.inner.data.len() / PAGE_SIZE as usize
+    }
+
+    fn page(&self, page: u64) -> Option<&[u8]> {
+        let i = *self.inner.index.get(usize::try_from(page).ok()?)?;
+        if i == ZERO {
+            return None;
+        }
+        let start = i as usize * PAGE_SIZE as usize;
+        self.inner.data.get(start..start + PAGE_SIZE as usize)
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Iterates the set bits of a page bitmap.
+fn pages_in(bitmap: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    bitmap
+        .iter()
+        .enumerate()
+        .flat_map(|(w, &bits)| (0..64u64).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u64 * 64 + b))
+}
+
+fn or_into(acc: &mut [u64], more: &[u64]) {
+    for (a, m) in acc.iter_mut().zip(more) {
+        *a |= m;
+    }
+}
+
+static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+impl Core {
+    /// Folds the pages written since the last sync into `written` and returns them.
+    fn sync_dirty(&mut self) -> Result<Vec<u64>, Error> {
+        let dirty = self.partition.take_dirty()?;
+        or_into(&mut self.written, &dirty);
+        Ok(dirty)
+    }
+
+    /// Where the guest resumes after the RETURN exit it is stopped at.
+    ///
+    /// Hardware KVM reports an `out` exit with `rip` still on the instruction and skips it on the
+    /// next KVM_RUN only if `rip` is unchanged; kvm_pvm emulates the `out` and reports `rip`
+    /// after it. A snapshot must hold the address after the `out` in both cases, so we decode the
+    /// instruction at `rip`: if it is an `out` to the RETURN port, we step over it.
+    fn resume_rip(&self, state: &VcpuState) -> u64 {
+        let rip = state.rip();
+        let mut code = [0u8; 15];
+        if self.partition.read(rip, &mut code).is_err() {
+            return rip;
+        }
+        let prefixes = code
+            .iter()
+            .take_while(|&&b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x40..=0x4f | 0x64..=0x67 | 0xf0 | 0xf2 | 0xf3))
+            .count();
+        match (code.get(prefixes), code.get(prefixes + 1)) {
+            (Some(0xee), _) if state.rdx() & 0xffff == u64::from(port::RETURN) => rip + prefixes as u64 + 1,
+            (Some(0xe6), Some(&p)) if u16::from(p) == port::RETURN => rip + prefixes as u64 + 2,
+            _ => rip,
+        }
+    }
+
+    pub(super) fn snapshot(&mut self) -> Result<Snapshot, Error> {
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned { cause: cause.clone() });
+        }
+        let _span = tracing::info_span!("snapshot").entered();
+        self.sync_dirty()?;
+        let mut index = vec![ZERO; self.partition.pages() as usize];
+        let mut data = Vec::new();
+        let mut page = [0u8; PAGE_SIZE as usize];
+        for p in pages_in(&self.written) {
+            self.partition.read(p * PAGE_SIZE, &mut page)?;
+            if page.iter().all(|&b| b == 0) {
+                continue;
+            }
+            if let Some(slot) = index.get_mut(p as usize) {
+                *slot = (data.len() / PAGE_SIZE as usize) as u32;
+                data.extend_from_slice(&page);
+            }
+        }
+        let mut vcpu = self.partition.save_vcpu()?;
+        if self.at_return {
+            let rip = self.resume_rip(&vcpu);
+            vcpu.set_rip(rip);
+        }
+        let id = next_id();
+        self.base = id;
+        tracing::trace!(id, pages = data.len() / PAGE_SIZE as usize, "snapshot taken");
+        Ok(Snapshot { inner: Arc::new(Inner { id, image: self.image.id(), layout: self.layout, index, data, vcpu }) })
+    }
+
+    pub(super) fn restore(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        let s = &snap.inner;
+        if s.image != self.image.id() {
+            return Err(Error::SnapshotMismatch { reason: "it was taken from a sandbox of another image".into() });
+        }
+        if s.layout != self.layout {
+            return Err(Error::SnapshotMismatch {
+                reason: "it was taken from a sandbox with another memory layout".into(),
+            });
+        }
+        let _span = tracing::info_span!("restore", snapshot = s.id).entered();
+        let result = self.restore_inner(snap);
+        match &result {
+            Ok(()) => self.poisoned = None,
+            Err(e) => self.poisoned = Some(format!("restore failed: {e}")),
+        }
+        result
+    }
+
+    fn restore_inner(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        let dirty = self.sync_dirty()?;
+        let pages = if self.base == snap.inner.id { dirty } else { self.written.clone() };
+        let mut copied = 0u64;
+        for p in pages_in(&pages) {
+            let bytes = snap.page(p).unwrap_or(&ZERO_PAGE);
+            self.partition.write_untracked(p * PAGE_SIZE, bytes)?;
+            copied += 1;
+        }
+        self.partition.restore_vcpu(&snap.inner.vcpu)?;
+        self.base = snap.inner.id;
+        self.at_return = false;
+        tracing::trace!(pages = copied, "restored");
+        Ok(())
+    }
+}
+
+impl Sandbox {
+    /// Captures memory and vCPU state so [`Sandbox::restore`] can return here.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] (a poisoned sandbox has nothing worth keeping), or a KVM failure.
+    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
+        self.core.snapshot()
+    }
+
+    /// Returns the sandbox to `snapshot`: memory, registers, FPU/SSE/AVX state, debug registers
+    /// and MSRs. Clears poisoning.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotMismatch`] for a snapshot of another image or layout (the sandbox is
+    /// untouched); a KVM failure mid-way leaves the sandbox poisoned.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        self.core.restore(snapshot)
+    }
+
+    /// The snapshot taken right after initialisation.
+    pub fn initial_snapshot(&self) -> &Snapshot {
+        &self.initial
+    }
+
+    /// Restores the state right after initialisation (see [`Sandbox::restore`]).
+    ///
+    /// # Errors
+    /// As [`Sandbox::restore`].
+    pub fn reset(&mut self) -> Result<(), Error> {
+        let initial = self.initial.clone();
+        self.core.restore(&initial)
+    }
+}

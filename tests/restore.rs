@@ -1,0 +1,118 @@
+//! Snapshots and restore: nothing a guest did survives a restore, poisoned sandboxes come back,
+//! and snapshots only fit the sandboxes they were made for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+#[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+mod common;
+
+use common::{test_builder, test_sandbox, testguest};
+use glint::{Error, Value};
+
+const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
+
+#[test]
+fn reset_leaves_no_trace_in_memory_or_registers() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    let set = sb.typed_fn::<(u64,), ()>("secrets_set").unwrap();
+    let get = sb.typed_fn::<(), String>("secrets_get").unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS);
+    set.call(&mut sb, (0x5ec4e7,)).unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), "6210791|6210791|6210791|0x7f80", "the secrets are in place");
+    sb.reset().unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS);
+    // Twice in a row, and after a fresh set, still nothing.
+    sb.reset().unwrap();
+    set.call(&mut sb, (7,)).unwrap();
+    sb.reset().unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS);
+}
+
+#[test]
+fn a_poisoned_sandbox_works_again_after_reset() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    for bad in ["ud2", "gp_fault", "privileged", "exec_heap", "write_code"] {
+        assert!(sb.call(bad, &[]).is_err(), "{bad}");
+        assert!(sb.is_poisoned());
+        sb.reset().unwrap();
+        assert!(!sb.is_poisoned());
+        assert_eq!(sb.call("rt_i32", &[Value::I32(11)]).unwrap(), Value::I32(11), "after {bad}");
+    }
+    assert!(sb.call("recurse", &[Value::U64(1 << 20)]).is_err());
+    sb.reset().unwrap();
+    assert!(sb.call("panics", &[Value::String("x".into())]).is_err());
+    sb.reset().unwrap();
+    sb.set_call_timeout(Some(std::time::Duration::from_millis(50)));
+    assert!(matches!(sb.call("spin", &[]), Err(Error::Timeout(_))));
+    sb.reset().unwrap();
+    assert_eq!(sb.call("rt_string", &[Value::String("back".into())]).unwrap(), Value::String("back".into()));
+}
+
+#[test]
+fn later_snapshots_restore_in_any_order() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    let set = sb.typed_fn::<(u64,), ()>("set_state").unwrap();
+    let get = sb.typed_fn::<(), u64>("get_state").unwrap();
+    set.call(&mut sb, (5,)).unwrap();
+    let five = sb.snapshot().unwrap();
+    set.call(&mut sb, (9,)).unwrap();
+    let nine = sb.snapshot().unwrap();
+    set.call(&mut sb, (13,)).unwrap();
+    sb.restore(&five).unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), 5);
+    sb.restore(&nine).unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), 9);
+    sb.reset().unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), 0);
+    sb.restore(&five).unwrap();
+    sb.restore(&five).unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), 5);
+    // A snapshot taken right after a restore, before any call, restores correctly too.
+    let again = sb.snapshot().unwrap();
+    set.call(&mut sb, (77,)).unwrap();
+    sb.restore(&again).unwrap();
+    assert_eq!(get.call(&mut sb, ()).unwrap(), 5);
+}
+
+#[test]
+fn snapshots_move_between_sandboxes_of_one_image_and_layout_only() {
+    require_kvm!();
+    let mut a = test_sandbox();
+    a.call("set_state", &[Value::U64(21)]).unwrap();
+    let snap = a.snapshot().unwrap();
+    let mut b = test_sandbox();
+    b.restore(&snap).unwrap();
+    assert_eq!(b.call("get_state", &[]).unwrap(), Value::U64(21));
+
+    let mut other_layout = test_builder().memory_mib(32).build(&testguest()).unwrap().init().unwrap();
+    assert!(matches!(other_layout.restore(&snap), Err(Error::SnapshotMismatch { .. })));
+    let mut other_image = test_builder().build(&common::hello()).unwrap().init().unwrap();
+    assert!(matches!(other_image.restore(&snap), Err(Error::SnapshotMismatch { .. })));
+    assert!(!other_image.is_poisoned(), "a refused snapshot leaves the sandbox as it was");
+    assert_eq!(other_image.call("add", &[Value::I32(1), Value::I32(2)]).unwrap(), Value::I32(3));
+}
+
+#[test]
+fn a_poisoned_sandbox_cannot_be_snapshotted() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    let _ = sb.call("ud2", &[]);
+    assert!(matches!(sb.snapshot(), Err(Error::Poisoned { .. })));
+}
+
+#[test]
+fn restoring_after_large_calls_restores_the_heap() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    let initial_pages = sb.initial_snapshot().stored_pages();
+    let b = sb.typed_fn::<(Vec<u8>,), Vec<u8>>("rt_bytes").unwrap();
+    for round in 0..4u8 {
+        let data = vec![round; 512 << 10];
+        assert_eq!(b.call(&mut sb, (data.clone(),)).unwrap(), data);
+        sb.reset().unwrap();
+    }
+    assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0));
+    assert!(initial_pages < 256, "the initial snapshot holds only touched pages: {initial_pages}");
+}
