@@ -38,7 +38,7 @@ pub enum Error {
         capability: &'static str,
     },
     /// A KVM ioctl failed.
-    #[error("{op} failed")]
+    #[error("{op} failed{}", errno_hint(source))]
     Kvm {
         /// The ioctl.
         op: &'static str,
@@ -146,6 +146,14 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// The guest exceeded a per-call limit (poisons).
+    #[error("guest exceeded the limit of {limit} {what}")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// Its value.
+        limit: u64,
+    },
     /// The call ran past its deadline and was stopped (poisons).
     #[error("guest call timed out after {0:?}")]
     Timeout(Duration),
@@ -178,6 +186,7 @@ impl Error {
             | Error::Protocol { .. }
             | Error::HostFunctionPanicked { .. }
             | Error::Timeout(_)
+            | Error::LimitExceeded { .. }
             | Error::Cancelled
             | Error::Kvm { .. }
             | Error::GuestMemory { .. } => true,
@@ -195,6 +204,18 @@ impl Error {
             | Error::SnapshotMismatch { .. }
             | Error::Poisoned { .. } => false,
         }
+    }
+}
+
+/// A hint for the OS errors that creating many sandboxes runs into.
+fn errno_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            " (out of file descriptors: each sandbox holds two; raise the limit with `ulimit -n`)"
+        }
+        Some(libc::ENOMEM) => " (out of memory: fewer or smaller sandboxes, or more memory)",
+        Some(libc::EAGAIN) => " (KVM refused for now; retry later)",
+        _ => "",
     }
 }
 

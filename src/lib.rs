@@ -42,5 +42,7 @@ pub use func::{GuestParams, GuestValue, HostFunction, HostResult, Signature, Typ
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
 pub use image::{GuestImage, ImageError};
 pub use mem::MemoryConfig;
-pub use sandbox::{Export, LogRecord, Sandbox, SandboxBuilder, Snapshot, UninitSandbox, DEFAULT_CALL_TIMEOUT};
+pub use sandbox::{
+    CallStats, Export, Limits, LogRecord, Sandbox, SandboxBuilder, Snapshot, UninitSandbox, DEFAULT_CALL_TIMEOUT,
+};
 pub use vmm::interrupt::InterruptHandle;

@@ -21,6 +21,22 @@ pub struct LogRecord {
 
 pub(crate) type LogHook = Arc<dyn Fn(&LogRecord) + Send + Sync>;
 
+/// Per-call bounds on what a guest can make the host do, beyond the buffer sizes (which bound
+/// every message a guest writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Host calls one guest call may make; more ends the call with `Error::LimitExceeded`.
+    pub max_host_calls: u64,
+    /// Bytes of log text one guest call may write; lines past it are dropped (with one warning).
+    pub max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_host_calls: 1 << 20, max_log_bytes: 1 << 20 }
+    }
+}
+
 /// Default per-call deadline: generous for real work, finite so nothing hangs forever.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,6 +50,7 @@ pub struct SandboxBuilder {
     pub(crate) call_timeout: Option<Duration>,
     pub(crate) host_fns: HostFunctions,
     pub(crate) on_log: Option<LogHook>,
+    pub(crate) limits: Limits,
 }
 
 impl fmt::Debug for SandboxBuilder {
@@ -60,6 +77,7 @@ impl SandboxBuilder {
             call_timeout: Some(DEFAULT_CALL_TIMEOUT),
             host_fns: HostFunctions::default(),
             on_log: None,
+            limits: Limits::default(),
         }
     }
 
@@ -100,6 +118,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// Per-call limits on host calls and log output.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Registers a host function the guest may call by `name`.
     ///
     /// Any `Fn(A, B, ..) -> R` with up to 8 parameters of [`GuestValue`](crate::GuestValue)
@@ -123,7 +147,12 @@ impl SandboxBuilder {
     pub fn build(&self, image: &GuestImage) -> Result<UninitSandbox, Error> {
         UninitSandbox::new(
             image.clone(),
-            Shared { host_fns: self.host_fns.clone(), on_log: self.on_log.clone(), call_timeout: self.call_timeout },
+            Shared {
+                host_fns: self.host_fns.clone(),
+                on_log: self.on_log.clone(),
+                call_timeout: self.call_timeout,
+                limits: self.limits,
+            },
             &self.memory,
         )
     }

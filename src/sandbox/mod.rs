@@ -5,7 +5,8 @@ mod builder;
 mod run;
 mod snapshot;
 
-pub use builder::{LogRecord, SandboxBuilder, DEFAULT_CALL_TIMEOUT};
+pub use builder::{Limits, LogRecord, SandboxBuilder, DEFAULT_CALL_TIMEOUT};
+pub use run::CallStats;
 pub use snapshot::Snapshot;
 
 use crate::func::host::HostFunctions;
@@ -30,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) host_fns: HostFunctions,
     pub(crate) on_log: Option<LogHook>,
     pub(crate) call_timeout: Option<Duration>,
+    pub(crate) limits: Limits,
 }
 
 /// A function the guest exports.
@@ -62,6 +64,8 @@ pub(crate) struct Core {
     base: u64,
     /// The vCPU stopped at a RETURN exit and has not been restored since.
     at_return: bool,
+    /// What the current or last call did.
+    stats: CallStats,
 }
 
 impl std::fmt::Debug for Core {
@@ -110,6 +114,7 @@ impl UninitSandbox {
                 poisoned: None,
                 base: 0,
                 at_return: false,
+                stats: CallStats::default(),
             },
         })
     }
@@ -248,6 +253,11 @@ impl Sandbox {
     /// Sets the deadline of later calls on this sandbox (`None`: no deadline).
     pub fn set_call_timeout(&mut self, timeout: Option<Duration>) {
         self.core.shared.call_timeout = timeout;
+    }
+
+    /// What the last call did: exits, host calls, log output.
+    pub fn last_call_stats(&self) -> CallStats {
+        self.core.stats
     }
 
     /// The image this sandbox runs.

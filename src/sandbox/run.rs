@@ -19,6 +19,21 @@ pub(crate) enum HostFailure {
     NotFound { name: String },
 }
 
+/// What the last call did, for metrics and for spotting exit storms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// VM exits, the final one included.
+    pub exits: u64,
+    /// Host calls the guest made.
+    pub host_calls: u64,
+    /// Log lines the guest wrote.
+    pub log_lines: u64,
+    /// Bytes of log text the guest wrote (kept or dropped).
+    pub log_bytes: u64,
+    /// Log lines dropped because the call exceeded its log budget.
+    pub log_lines_dropped: u64,
+}
+
 /// What a completed call left in the output buffer.
 pub(crate) struct CallOutput {
     pub(crate) body: Vec<u8>,
@@ -41,27 +56,39 @@ impl Core {
         let timeout = self.shared.call_timeout;
         let guard = self.control.begin(self.partition.immediate_exit_ptr(), timeout);
         let mut host_failure = None;
-        let mut exits: u64 = 0;
+        self.stats = CallStats::default();
         loop {
             if let Some(reason) = guard.stopped() {
-                tracing::debug!(function = name, exits, ?reason, "call stopped");
+                tracing::debug!(function = name, exits = self.stats.exits, ?reason, "call stopped");
                 return Err(match reason {
                     StopReason::Deadline => Error::Timeout(timeout.unwrap_or_default()),
                     StopReason::Killed => Error::Cancelled,
                 });
             }
             let exit = self.partition.run()?;
-            exits += 1;
+            self.stats.exits += 1;
             match exit {
                 Exit::Interrupted => self.partition.clear_immediate_exit(),
                 Exit::Out { port: p, size: 1, value } => match p {
                     port::RETURN => {
                         let body = self.read_output()?;
-                        tracing::trace!(function = name, exits, bytes = body.len(), "guest returned");
+                        tracing::trace!(
+                            function = name,
+                            exits = self.stats.exits,
+                            bytes = body.len(),
+                            "guest returned"
+                        );
                         self.at_return = true;
                         return Ok(CallOutput { body, host_failure });
                     }
                     port::HOST_CALL => {
+                        self.stats.host_calls += 1;
+                        if self.stats.host_calls > self.shared.limits.max_host_calls {
+                            return Err(Error::LimitExceeded {
+                                what: "host calls per guest call",
+                                limit: self.shared.limits.max_host_calls,
+                            });
+                        }
                         if let Some(f) = self.host_call()? {
                             host_failure = Some(f);
                         }
@@ -169,10 +196,24 @@ impl Core {
         }
     }
 
-    fn log(&self) -> Result<(), Error> {
+    fn log(&mut self) -> Result<(), Error> {
         let body = self.read_output()?;
         let (level, message) =
             wire::read_log(&body).map_err(|e| Error::Protocol { detail: format!("malformed log message: {e}") })?;
+        self.stats.log_lines += 1;
+        let budget = self.shared.limits.max_log_bytes.saturating_sub(self.stats.log_bytes);
+        self.stats.log_bytes = self.stats.log_bytes.saturating_add(message.len() as u64);
+        if (message.len() as u64) > budget {
+            if self.stats.log_lines_dropped == 0 {
+                tracing::warn!(
+                    target: "glint::guest",
+                    limit = self.shared.limits.max_log_bytes,
+                    "guest log output exceeds the per-call limit; dropping the rest"
+                );
+            }
+            self.stats.log_lines_dropped += 1;
+            return Ok(());
+        }
         let level = match level {
             code::log_level::ERROR => tracing::Level::ERROR,
             code::log_level::WARN => tracing::Level::WARN,
