@@ -9,12 +9,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use glint::{GuestImage, SandboxBuilder};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod floor {
     //! A bare KVM VM reaching CPL3 with the fewest structures that allow it: one 2 MiB user page,
     //! a GDT, a TSS whose I/O bitmap admits port 0x10, and an IDT-less vCPU.
-    use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+    use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MEM_LOG_DIRTY_PAGES};
     use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
     const MEM: usize = 2 << 20;
@@ -22,8 +22,10 @@ mod floor {
 
     pub struct BareVm {
         pub vcpu: VcpuFd,
-        _vm: VmFd,
+        vm: VmFd,
         mem: *mut u8,
+        /// A copy of memory right after the first exit, for the restore floor.
+        snapshot: Vec<u8>,
     }
 
     impl Drop for BareVm {
@@ -43,8 +45,9 @@ mod floor {
     }
 
     impl BareVm {
-        /// Creates the VM and runs it to its first exit.
-        pub fn new(kvm: &Kvm) -> BareVm {
+        /// Creates the VM and runs it to its first exit. With `dirty`, every round trip writes
+        /// one byte to each of four pages first, and the memory slot logs dirty pages.
+        pub fn new(kvm: &Kvm, cpuid: &CpuId, dirty: bool) -> BareVm {
             let vm = kvm.create_vm().unwrap();
             // SAFETY: anonymous private mapping, no address hint; checked against MAP_FAILED.
             let mem = unsafe {
@@ -61,7 +64,7 @@ mod floor {
             let mem = mem.cast::<u8>();
             let region = kvm_userspace_memory_region {
                 slot: 0,
-                flags: 0,
+                flags: if dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
                 guest_phys_addr: 0,
                 memory_size: MEM as u64,
                 userspace_addr: mem as u64,
@@ -83,9 +86,18 @@ mod floor {
             put(mem, 0x5000 + 104, &bitmap);
             // Code at 0x6000: out 0x10, al; jmp -4.
             put(mem, 0x6000, &[0xe6, PORT as u8, 0xeb, 0xfc]);
+            // Code at 0x7000: four `mov [page], al` (88 04 25 disp32), out 0x10, al; jmp back.
+            let mut code = Vec::new();
+            for page in 0..4u32 {
+                code.extend_from_slice(&[0x88, 0x04, 0x25]);
+                code.extend_from_slice(&(0x10_0000 + page * 0x1000).to_le_bytes());
+            }
+            code.extend_from_slice(&[0xe6, PORT as u8, 0xeb]);
+            code.push((-(code.len() as i8 + 1)) as u8);
+            put(mem, 0x7000, &code);
 
             let vcpu = vm.create_vcpu(0).unwrap();
-            vcpu.set_cpuid2(&kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap()).unwrap();
+            vcpu.set_cpuid2(cpuid).unwrap();
             let mut sregs = vcpu.get_sregs().unwrap();
             let data = kvm_segment {
                 limit: 0xffff_ffff,
@@ -115,10 +127,33 @@ mod floor {
             sregs.cr4 = 0x20;
             sregs.efer = 0x500;
             vcpu.set_sregs(&sregs).unwrap();
-            vcpu.set_regs(&kvm_regs { rip: 0x6000, rsp: 0x10_0000, rflags: 2, ..Default::default() }).unwrap();
-            let mut vm = BareVm { vcpu, _vm: vm, mem };
+            let rip = if dirty { 0x7000 } else { 0x6000 };
+            vcpu.set_regs(&kvm_regs { rip, rsp: 0x10_0000, rflags: 2, ..Default::default() }).unwrap();
+            let mut vm = BareVm { vcpu, vm, mem, snapshot: Vec::new() };
             vm.round_trip();
+            if dirty {
+                // SAFETY: `mem` is a live MEM-byte mapping; the vCPU is stopped.
+                vm.snapshot = unsafe { std::slice::from_raw_parts(mem, MEM) }.to_vec();
+                vm.vm.get_dirty_log(0, MEM).unwrap();
+            }
+            let _ = kvm;
             vm
+        }
+
+        /// The cheapest restore KVM allows: read the dirty log, copy the dirtied pages back.
+        pub fn restore(&mut self) -> usize {
+            let bitmap = self.vm.get_dirty_log(0, MEM).unwrap();
+            let mut pages = 0;
+            for (w, bits) in bitmap.iter().enumerate() {
+                for b in 0..64 {
+                    if bits & (1 << b) != 0 {
+                        let at = (w * 64 + b) * 4096;
+                        put(self.mem, at, &self.snapshot[at..at + 4096]);
+                        pages += 1;
+                    }
+                }
+            }
+            pages
         }
 
         /// One entry and exit.
@@ -133,6 +168,7 @@ mod floor {
 
 fn benches(c: &mut Criterion) {
     let kvm = kvm_ioctls::Kvm::new().expect("/dev/kvm");
+    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
     let image = GuestImage::from_file(glint_guest_artifacts::HELLO).unwrap();
     let test_image = GuestImage::from_file(glint_guest_artifacts::TESTGUEST).unwrap();
     let builder = SandboxBuilder::new().host_fn("greeting", |n: String| n);
@@ -140,7 +176,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("calls");
     g.measurement_time(Duration::from_secs(4));
-    let mut bare = floor::BareVm::new(&kvm);
+    let mut bare = floor::BareVm::new(&kvm, &cpuid, false);
     g.bench_function("floor/round_trip", |b| b.iter(|| bare.round_trip()));
 
     let mut sb = builder.build(&image).unwrap().init().unwrap();
@@ -158,7 +194,9 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("cold");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
-    g.bench_function("floor/create_to_first_exit", |b| b.iter_with_large_drop(|| floor::BareVm::new(&kvm)));
+    g.bench_function("floor/create_to_first_exit", |b| {
+        b.iter_with_large_drop(|| floor::BareVm::new(&kvm, &cpuid, false))
+    });
     g.bench_function("glint/create_and_init", |b| {
         b.iter_with_large_drop(|| builder.build(&image).unwrap().init().unwrap())
     });
@@ -172,5 +210,101 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(calls, benches);
+/// Restore after the guest dirtied 4 or 256 pages, in a small and a 64 MiB sandbox, next to the
+/// bare floor (dirty log plus copying the pages back).
+fn restore(c: &mut Criterion) {
+    let kvm = kvm_ioctls::Kvm::new().expect("/dev/kvm");
+    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
+    let image = GuestImage::from_file(glint_guest_artifacts::BENCHGUEST).unwrap();
+    let mut g = c.benchmark_group("restore");
+    g.measurement_time(Duration::from_secs(4));
+
+    let mut bare = floor::BareVm::new(&kvm, &cpuid, true);
+    g.bench_function("floor/dirty_log_4_pages", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                bare.round_trip();
+                let t = Instant::now();
+                assert_eq!(bare.restore(), 4);
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("floor/round_trip", |b| b.iter(|| bare.round_trip()));
+
+    for (label, mib) in [("4mib", 4u64), ("64mib", 64)] {
+        let mut sb = small(SandboxBuilder::new()).memory_mib(mib).build(&image).unwrap().init().unwrap();
+        let dirty = sb.typed_fn::<(u32,), u32>("dirty").unwrap();
+        for pages in [4u32, 256] {
+            g.bench_function(format!("glint/{label}_dirty_{pages}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        assert_eq!(dirty.call(&mut sb, (pages,)).unwrap(), pages);
+                        let t = Instant::now();
+                        sb.reset().unwrap();
+                        total += t.elapsed();
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The smallest buffers and stack, so the 4 MiB sandbox is mostly heap.
+fn small(b: SandboxBuilder) -> SandboxBuilder {
+    b.input_buffer_size(64 << 10).output_buffer_size(64 << 10).stack_size(64 << 10)
+}
+
+/// Time from `InterruptHandle::kill` to the spinning call returning `Cancelled`.
+fn kill(c: &mut Criterion) {
+    let kvm = kvm_ioctls::Kvm::new().expect("/dev/kvm");
+    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
+    let image = GuestImage::from_file(glint_guest_artifacts::BENCHGUEST).unwrap();
+    let mut sb = SandboxBuilder::new().call_timeout(None).build(&image).unwrap().init().unwrap();
+    let handle = sb.interrupt_handle();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Instant>();
+    let worker = std::thread::spawn(move || {
+        let spin = sb.typed_fn::<(), u64>("spin").unwrap();
+        while go_rx.recv().is_ok() {
+            let r = spin.call(&mut sb, ());
+            let returned = Instant::now();
+            assert!(matches!(r, Err(glint::Error::Cancelled)), "{r:?}");
+            sb.reset().unwrap();
+            done_tx.send(returned).unwrap();
+        }
+    });
+    let mut g = c.benchmark_group("kill");
+    g.sample_size(50).measurement_time(Duration::from_secs(6));
+    let mut bare = floor::BareVm::new(&kvm, &cpuid, false);
+    g.bench_function("floor/round_trip", |b| b.iter(|| bare.round_trip()));
+    g.bench_function("glint/kill_to_return", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                go_tx.send(()).unwrap();
+                // Wait until the call is running, then time from the kill that stops it.
+                let killed = loop {
+                    let t = Instant::now();
+                    if handle.kill() {
+                        break t;
+                    }
+                    std::thread::yield_now();
+                };
+                total += done_rx.recv().unwrap().duration_since(killed);
+            }
+            total
+        })
+    });
+    g.finish();
+    drop(go_tx);
+    worker.join().unwrap();
+}
+
+criterion_group!(calls, benches, restore, kill);
 criterion_main!(calls);

@@ -28,9 +28,7 @@ pub mod host_call {
     pub const BAD_ARGUMENTS: u32 = 2;
     /// The host function returned an error.
     pub const FAILED: u32 = 3;
-    /// The host function panicked; the call is ended.
-    pub const PANICKED: u32 = 4;
-    /// The request was malformed or exceeded a configured limit.
+    /// The host function's result does not fit in the input buffer.
     pub const REFUSED: u32 = 5;
 }
 
@@ -50,8 +48,7 @@ pub mod log_level {
 
 /// Why a guest aborted (first field of an abort message).
 pub mod abort {
-    /// The guest panicked; the message is the panic message.
+    /// The guest panicked; the message is the panic message. (The host reports every abort
+    /// as a panic with its message; the code is for guests' own use.)
     pub const PANIC: u32 = 1;
-    /// The guest's boot info was not what it expects (wrong magic or ABI version).
-    pub const BAD_BOOT: u32 = 2;
 }

@@ -1,8 +1,9 @@
 //! The guest memory map that the guest can see.
 //!
 //! Guest-physical and guest-virtual addresses are equal (the host identity-maps the region). The
-//! host owns everything below [`IMAGE_BASE`] except the boot-info page: page tables, GDT, IDT, TSS
-//! and exception stubs are supervisor-only pages a CPL3 guest cannot touch. The boot-info page tells
+//! host owns everything below [`IMAGE_BASE`] except the boot-info page: the page tables are not
+//! mapped at all, and the GDT, IDT, TSS, exception stubs and fault stack are supervisor-only pages
+//! a CPL3 guest cannot touch. The boot-info page tells
 //! the guest where everything it may use lives; its address is also passed in `rdi` at entry.
 //!
 //! ```text

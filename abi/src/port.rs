@@ -1,8 +1,10 @@
 //! I/O ports: the only ways out of a guest.
 //!
 //! A guest at CPL3 may write (`out dx, al`, one byte) to exactly the ports in [`GUEST_PORTS`]; the
-//! host's TSS I/O permission bitmap makes every other port, every `in` and every string I/O
-//! instruction fault. [`EXCEPTION`] is reserved for the host-owned CPL0 exception stubs.
+//! host's TSS I/O permission bitmap makes every access to any other port fault. The bitmap has no
+//! direction, so an `in` or string I/O on a guest port does exit: the host ends the call with a
+//! protocol error for `in`/`ins` and for accesses wider than one byte. [`EXCEPTION`] is reserved
+//! for the host-owned CPL0 exception stubs.
 
 /// The guest finished initialisation or a call; the result is in the output buffer.
 pub const RETURN: u16 = 0xE0;

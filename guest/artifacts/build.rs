@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 
 const TARGET: &str = "x86_64-unknown-none";
 /// The guest programs, by the constant name under which their path is exported.
-const GUESTS: &[(&str, &str)] = &[("HELLO", "hello"), ("TESTGUEST", "testguest")];
+const GUESTS: &[(&str, &str)] = &[("HELLO", "hello"), ("TESTGUEST", "testguest"), ("BENCHGUEST", "benchguest")];
 
 fn main() -> ExitCode {
     match build() {

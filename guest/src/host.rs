@@ -66,6 +66,9 @@ pub fn call<R: FromValue, A: Args>(name: &str, args: A) -> Result<R, HostCallErr
     use crate::io;
     use glint_abi::{port, wire};
     let local = |message: String| HostCallError { code: HostCallError::LOCAL, message };
+    if name.len() > wire::MAX_NAME_LEN {
+        return Err(local(alloc::format!("host function name exceeds {} bytes", wire::MAX_NAME_LEN)));
+    }
 
     let written = io::with_output(|buf| {
         io::frame(buf, &mut |s| {

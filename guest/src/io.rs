@@ -58,9 +58,10 @@ mod imp {
     /// Lends the whole output buffer to `f`.
     pub(crate) fn with_output<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
         let b = boot();
-        // SAFETY: the host mapped `output_size` bytes at `output_addr` read-write for the guest
-        // (checked against the layout at start); no other reference to them exists while `f`
-        // runs, since the guest is single-threaded and `f` makes no crossing.
+        // SAFETY: the host maps `output_size` bytes at `output_addr` read-write for the guest
+        // (boot info, trusted: the host is the guest's platform); `start` sets the boot info
+        // before any caller runs, so the address is not null; no other reference to the buffer
+        // exists while `f` runs: the guest is single-threaded and `f` makes no crossing.
         let buf = unsafe { core::slice::from_raw_parts_mut(b.output_addr as *mut u8, b.output_size as usize) };
         f(buf)
     }
@@ -69,9 +70,8 @@ mod imp {
     pub(crate) fn with_input<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         let b = boot();
         // SAFETY: as for `with_output`; the host writes the input buffer only while the guest is
-        // stopped at a crossing, and `f` makes none while it holds the slice... except dispatch,
-        // which decodes its arguments into owned values before the function (and any host call)
-        // runs and never reads the slice again.
+        // stopped at a crossing, and no caller makes a crossing while it holds the slice (the
+        // dispatch loop copies the call out first; host calls read their response after theirs).
         let buf = unsafe { core::slice::from_raw_parts(b.input_addr as *const u8, b.input_size as usize) };
         f(buf)
     }

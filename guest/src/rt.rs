@@ -75,9 +75,12 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
     io::cross(port::RETURN);
 
     loop {
-        let written = io::with_input(|input| match io::body(input) {
+        // Copy the call out of the input buffer first: the function's host calls make the host
+        // overwrite that buffer, which must not happen under a live reference.
+        let call = io::with_input(|input| io::body(input).map(<[u8]>::to_vec));
+        let written = match call {
             Ok(body) => {
-                registry.dispatch(body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ())))
+                registry.dispatch(&body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ())))
             }
             Err(e) => {
                 let msg = alloc::format!("malformed call frame: {e}");
@@ -85,7 +88,7 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
                     io::frame(buf, &mut |s| wire::put_err(s, code::call::BAD_ARGUMENTS, msg.as_bytes())).map(|_| ())
                 })
             }
-        });
+        };
         if written.is_err() {
             let size = io::boot().output_size;
             let msg = alloc::format!("result does not fit in the {size}-byte output buffer");
@@ -99,22 +102,33 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    io::with_output(|buf| {
+    // Format into a stack buffer, then copy to the output buffer through a raw pointer: the
+    // panic may come from code that holds a reference to that buffer, so we must not make
+    // another, and the boot info may not be set yet.
+    let mut text = [0u8; 2048];
+    let mut w = Truncating { buf: &mut text, len: 0 };
+    let _ = match info.location() {
+        Some(l) => core::fmt::write(&mut w, format_args!("{} (at {}:{})", info.message(), l.file(), l.line())),
+        None => core::fmt::write(&mut w, format_args!("{}", info.message())),
+    };
+    let n = w.len;
+    let boot = io::boot();
+    if boot.output_addr != 0 && boot.output_size >= 12 + n as u64 {
         // Frame: u32 len | u32 code | u32 msg len | msg
-        if let Some((head, msg)) = buf.split_at_mut_checked(12) {
-            let mut w = Truncating { buf: msg, len: 0 };
-            let _ = match info.location() {
-                Some(l) => core::fmt::write(&mut w, format_args!("{} (at {}:{})", info.message(), l.file(), l.line())),
-                None => core::fmt::write(&mut w, format_args!("{}", info.message())),
-            };
-            let n = w.len as u32;
-            head[..4].copy_from_slice(&(n + 8).to_le_bytes());
-            head[4..8].copy_from_slice(&code::abort::PANIC.to_le_bytes());
-            head[8..12].copy_from_slice(&n.to_le_bytes());
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&(n as u32 + 8).to_le_bytes());
+        head[4..8].copy_from_slice(&code::abort::PANIC.to_le_bytes());
+        head[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+        let out = boot.output_addr as *mut u8;
+        // SAFETY: the host maps `output_size` bytes at `output_addr` for the guest, and we
+        // checked 12 + n bytes fit; raw copies create no reference that could alias a live one.
+        unsafe {
+            core::ptr::copy_nonoverlapping(head.as_ptr(), out, 12);
+            core::ptr::copy_nonoverlapping(text.as_ptr(), out.add(12), n);
         }
-    });
-    io::cross(port::ABORT);
-    // The host never resumes an aborted call; if it did, fault.
+        io::cross(port::ABORT);
+    }
+    // The host never resumes an aborted call; if it did (or we could not report), fault.
     loop {
         // SAFETY: `ud2` only raises #UD.
         unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }

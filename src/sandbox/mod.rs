@@ -144,6 +144,13 @@ fn parse_exports(body: &[u8]) -> Result<Exports, Error> {
     let mut by_name = HashMap::new();
     let parsed = wire::read_exports(body, |e| {
         let index = u32::try_from(list.len()).map_err(|_| String::from("too many exports"))?;
+        // Names reach terminals and logs: refuse control characters outright.
+        if e.name.is_empty() || e.name.chars().any(char::is_control) {
+            return Err(format!(
+                "export name {:?} is empty or holds control characters",
+                crate::error::sanitize(e.name.as_bytes())
+            ));
+        }
         if by_name.insert(e.name.to_owned(), index).is_some() {
             return Err(format!("function `{}` exported twice", e.name));
         }
@@ -310,11 +317,15 @@ impl Core {
             }
             wire::Outcome::Err { code, message } => {
                 let message = crate::error::sanitize(message);
-                Err(match (code, outcome.host_failure) {
-                    (code::call::FUNCTION_FAILED, Some(run::HostFailure::Failed { name, source })) => {
+                // Attribute the failure to the last failed host call only if the guest passed
+                // that failure's message on (as `?` on a host call does); otherwise the guest
+                // failed for its own reason, after handling the host's error.
+                let host_failure = outcome.host_failure.filter(|f| message.contains(f.message()));
+                Err(match (code, host_failure) {
+                    (code::call::FUNCTION_FAILED, Some(run::HostFailure::Failed { name, source, .. })) => {
                         Error::HostFunction { name, source }
                     }
-                    (code::call::FUNCTION_FAILED, Some(run::HostFailure::NotFound { name })) => {
+                    (code::call::FUNCTION_FAILED, Some(run::HostFailure::NotFound { name, .. })) => {
                         Error::NoSuchHostFunction { name }
                     }
                     (code::call::FUNCTION_FAILED, None) => Error::GuestFunction { name: name.to_owned(), message },

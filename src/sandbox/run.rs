@@ -15,8 +15,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A host function failure during a call, kept to explain a guest failure that follows it.
 pub(crate) enum HostFailure {
-    Failed { name: String, source: BoxError },
-    NotFound { name: String },
+    Failed { name: String, source: BoxError, message: String },
+    NotFound { name: String, message: String },
+}
+
+impl HostFailure {
+    /// The message the guest received, sanitised as guest text is.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            HostFailure::Failed { message, .. } | HostFailure::NotFound { message, .. } => message,
+        }
+    }
 }
 
 /// What the last call did, for metrics and for spotting exit storms.
@@ -161,12 +170,14 @@ impl Core {
         let body = self.read_output()?;
         let (name, argc, args) = wire::read_host_call_head(&body)
             .map_err(|e| Error::Protocol { detail: format!("malformed host call: {e}") })?;
-        let _span = tracing::info_span!("host_call", function = name).entered();
+        // `?name`: Debug escapes control characters a guest may have put in the name.
+        let _span = tracing::info_span!("host_call", function = ?name).entered();
         let Some(f) = self.shared.host_fns.get(name) else {
-            tracing::debug!(function = name, "guest called an unregistered host function");
+            tracing::debug!(function = ?name, "guest called an unregistered host function");
             let msg = format!("no host function named `{name}`");
             self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::NOT_FOUND, msg.as_bytes())))?;
-            return Ok(Some(HostFailure::NotFound { name: name.to_owned() }));
+            let message = sanitize(msg.as_bytes());
+            return Ok(Some(HostFailure::NotFound { name: sanitize(name.as_bytes()), message }));
         };
         let call = f.call.clone();
         let outcome = catch_unwind(AssertUnwindSafe(|| call(args, argc)));
@@ -191,7 +202,7 @@ impl Core {
             Ok(Err(HostCallFailure::Failed(source))) => {
                 let msg = source.to_string();
                 self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::FAILED, msg.as_bytes())))?;
-                Ok(Some(HostFailure::Failed { name: name.to_owned(), source }))
+                Ok(Some(HostFailure::Failed { name: name.to_owned(), source, message: sanitize(msg.as_bytes()) }))
             }
         }
     }
