@@ -261,7 +261,7 @@ impl Core {
         let error_code = if has_code { Some(self.partition.read_u64(frame)?) } else { None };
         let rip = self.partition.read_u64(frame + if has_code { 8 } else { 0 })?;
         let kind = FaultKind::from_vector(vector);
-        let address = if kind == FaultKind::PageFault { Some(self.partition.sregs()?.cr2) } else { None };
+        let address = if kind == FaultKind::PageFault { Some(self.partition.sregs().cr2) } else { None };
         let stack_overflow = address.is_some_and(|a| a >= self.layout.guard_addr && a < self.layout.stack_addr);
         Ok(Error::GuestFault(GuestFault { kind, rip, address, error_code, stack_overflow }))
     }

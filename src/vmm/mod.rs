@@ -13,7 +13,9 @@ use kvm_bindings::{
     kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
     CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
 };
-use kvm_ioctls::{Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{
+    Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit, VcpuFd, VmFd,
+};
 use std::sync::OnceLock;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -76,6 +78,7 @@ fn host() -> Result<&'static Host, Error> {
             (Cap::X86MsrFilter, "KVM_CAP_X86_MSR_FILTER"),
             (Cap::Xsave, "KVM_CAP_XSAVE"),
             (Cap::Xcrs, "KVM_CAP_XCRS"),
+            (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
             (Cap::Debugregs, "KVM_CAP_DEBUGREGS"),
         ] {
             if !kvm.check_extension(cap) {
@@ -185,8 +188,12 @@ impl Partition {
             bitmap: &deny,
         };
         vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range]).map_err(kvm_err("KVM_X86_SET_MSR_FILTER"))?;
-        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&host.cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        // Every exit reports regs and sregs in the kvm_run page: faults and restores read them
+        // there instead of paying an ioctl each.
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         let pages = size / PAGE_SIZE;
         Ok(Partition { vcpu, vm, mem, host_dirty: vec![0; pages.div_ceil(64) as usize], pages })
     }
@@ -245,8 +252,30 @@ impl Partition {
         })
     }
 
-    /// Puts the vCPU back into `state`.
+    /// Puts the vCPU back into `state` after a call that ended cleanly at CPL3.
+    ///
+    /// Such a call executed no instruction that can change debug registers, XCR0 or MSRs (at
+    /// CPL3 each of them raises #GP, which would have ended the call as a fault), so only
+    /// registers, special registers and XSAVE state can differ. Registers travel in the kvm_run
+    /// page and are applied by the next KVM_RUN (no ioctl); special registers only when they
+    /// differ (setting them resets KVM's MMU context, costly under shadow paging); XSAVE costs
+    /// one ioctl.
+    pub(crate) fn restore_vcpu_fast(&mut self, state: &VcpuState) -> Result<(), Error> {
+        self.vcpu.sync_regs_mut().regs = state.regs;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        if self.vcpu.sync_regs().sregs != state.sregs {
+            self.vcpu.sync_regs_mut().sregs = state.sregs;
+            self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+        // SAFETY: as in `restore_vcpu`.
+        unsafe { self.vcpu.set_xsave(&state.xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))
+    }
+
+    /// Puts the vCPU back into `state`, every piece of it, with one ioctl each.
     pub(crate) fn restore_vcpu(&mut self, state: &VcpuState) -> Result<(), Error> {
+        // Values pending in the kvm_run page would override the ioctls at the next entry.
+        self.vcpu.clear_sync_dirty_reg(SyncReg::Register);
+        self.vcpu.clear_sync_dirty_reg(SyncReg::SystemRegister);
         self.vcpu.set_sregs(&state.sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
         self.vcpu.set_regs(&state.regs).map_err(kvm_err("KVM_SET_REGS"))?;
         // SAFETY: `host()` refused to run on hosts whose KVM_CAP_XSAVE2 size exceeds the 4 KiB
@@ -261,6 +290,10 @@ impl Partition {
         if n != state.msrs.len() {
             return Err(Error::Kvm { op: "KVM_SET_MSRS", source: std::io::Error::from_raw_os_error(libc::EINVAL) });
         }
+        // Keep the kvm_run copy truthful for `restore_vcpu_fast`'s comparison.
+        let sync = self.vcpu.sync_regs_mut();
+        sync.regs = state.regs;
+        sync.sregs = state.sregs;
         Ok(())
     }
 
@@ -348,9 +381,9 @@ impl Partition {
         }
     }
 
-    /// Special registers (fault path only: one ioctl).
-    pub(crate) fn sregs(&self) -> Result<kvm_sregs, Error> {
-        self.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))
+    /// Special registers as of the last exit (from the kvm_run page, no ioctl).
+    pub(crate) fn sregs(&self) -> kvm_sregs {
+        self.vcpu.sync_regs().sregs
     }
 
     /// The `immediate_exit` byte of this vCPU's `kvm_run` page, for the interrupt machinery.
