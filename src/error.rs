@@ -166,6 +166,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A [`SandboxPool`](crate::SandboxPool) had no sandbox to lend.
+    #[error("sandbox pool of {max} has none ready: {detail}")]
+    PoolExhausted {
+        /// The pool's size.
+        max: usize,
+        /// Why: all lent out, or the last creation error.
+        detail: String,
+    },
     /// An earlier call failed mid-way; the sandbox refuses calls until restored.
     #[error("sandbox is poisoned by an earlier failure ({cause}); restore a snapshot or create a new sandbox")]
     Poisoned {
@@ -202,6 +210,7 @@ impl Error {
             | Error::HostFunction { .. }
             | Error::NoSuchHostFunction { .. }
             | Error::SnapshotMismatch { .. }
+            | Error::PoolExhausted { .. }
             | Error::Poisoned { .. } => false,
         }
     }

@@ -43,6 +43,7 @@ pub use glint_abi::{Value, ValueType, ABI_VERSION};
 pub use image::{GuestImage, ImageError};
 pub use mem::MemoryConfig;
 pub use sandbox::{
-    CallStats, Export, Limits, LogRecord, Sandbox, SandboxBuilder, Snapshot, UninitSandbox, DEFAULT_CALL_TIMEOUT,
+    CallStats, Export, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder, SandboxPool,
+    Snapshot, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
 };
 pub use vmm::interrupt::InterruptHandle;

@@ -3,6 +3,7 @@
 //! Nothing here talks to KVM; the tables are plain bytes, built and checked without a VM.
 
 pub(crate) mod layout;
+pub(crate) mod shared;
 pub(crate) mod x86;
 
 pub use layout::MemoryConfig;

@@ -2,10 +2,13 @@
 //! mapped, nothing run) → [`Sandbox`] (initialised, ready for calls).
 
 mod builder;
+mod pool;
 mod run;
 mod snapshot;
+mod template;
 
 pub use builder::{Limits, LogRecord, SandboxBuilder, DEFAULT_CALL_TIMEOUT};
+pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use run::CallStats;
 pub use snapshot::Snapshot;
 
@@ -88,7 +91,7 @@ impl UninitSandbox {
     fn new(image: GuestImage, shared: Shared, memory: &MemoryConfig) -> Result<Self, Error> {
         let layout = Layout::new(memory, &image)?;
         let _span = tracing::info_span!("sandbox_create", image = image.id(), memory = layout.memory_size).entered();
-        let mut partition = Partition::new(layout.memory_size)?;
+        let mut partition = Partition::new(layout.memory_size, None)?;
         let pages = x86::page_map(&layout, &image);
         for (addr, bytes) in x86::page_tables(&layout, &pages) {
             partition.write(addr, &bytes)?;
@@ -135,6 +138,23 @@ impl UninitSandbox {
     /// A handle that can stop initialisation from another thread.
     pub fn interrupt_handle(&self) -> InterruptHandle {
         InterruptHandle::new(&self.core.control)
+    }
+}
+
+impl Exports {
+    fn lookup(&self, name: &str) -> Result<(u32, &Export), Error> {
+        let no_such = || Error::NoSuchFunction { name: name.to_owned() };
+        let index = *self.by_name.get(name).ok_or_else(no_such)?;
+        Ok((index, self.list.get(index as usize).ok_or_else(no_such)?))
+    }
+
+    fn typed_fn<P: GuestParams, R: GuestValue>(&self, name: &str, image: u64) -> Result<TypedFn<P, R>, Error> {
+        let (index, export) = self.lookup(name)?;
+        let requested = Signature::of::<P, R>();
+        if export.signature != requested {
+            return Err(Error::SignatureMismatch { name: name.to_owned(), guest: export.signature.clone(), requested });
+        }
+        Ok(TypedFn::new(index, name, image))
     }
 }
 
@@ -191,10 +211,7 @@ impl Sandbox {
     }
 
     fn lookup(&self, name: &str) -> Result<(u32, &Export), Error> {
-        let index = *self.exports.by_name.get(name).ok_or_else(|| Error::NoSuchFunction { name: name.to_owned() })?;
-        let export =
-            self.exports.list.get(index as usize).ok_or_else(|| Error::NoSuchFunction { name: name.to_owned() })?;
-        Ok((index, export))
+        self.exports.lookup(name)
     }
 
     /// A typed handle to the export `name`, its signature checked here, once.
@@ -202,12 +219,7 @@ impl Sandbox {
     /// # Errors
     /// [`Error::NoSuchFunction`] or [`Error::SignatureMismatch`].
     pub fn typed_fn<P: GuestParams, R: GuestValue>(&self, name: &str) -> Result<TypedFn<P, R>, Error> {
-        let (index, export) = self.lookup(name)?;
-        let requested = Signature::of::<P, R>();
-        if export.signature != requested {
-            return Err(Error::SignatureMismatch { name: name.to_owned(), guest: export.signature.clone(), requested });
-        }
-        Ok(TypedFn::new(index, name, self.core.image.id()))
+        self.exports.typed_fn(name, self.core.image.id())
     }
 
     /// Calls `name` with dynamically typed arguments, checked against its signature.

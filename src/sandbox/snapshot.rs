@@ -8,6 +8,7 @@
 
 use super::{Core, Sandbox};
 use crate::mem::layout::Layout;
+use crate::mem::shared::SharedMemory;
 use crate::vmm::VcpuState;
 use crate::Error;
 use glint_abi::layout::PAGE_SIZE;
@@ -32,10 +33,21 @@ struct Inner {
     id: u64,
     image: u64,
     layout: Layout,
-    /// For every page of guest memory: its index in `data` (in pages), or [`ZERO`].
-    index: Vec<u32>,
-    data: Vec<u8>,
-    vcpu: VcpuState,
+    pages: Pages,
+    vcpu: Arc<VcpuState>,
+}
+
+/// Where a snapshot keeps its memory.
+enum Pages {
+    /// Copies owned by the snapshot.
+    Owned {
+        /// For every page of guest memory: its index in `data` (in pages), or [`ZERO`].
+        index: Vec<u32>,
+        data: Vec<u8>,
+    },
+    /// A memfd that sandboxes of a template also map copy-on-write; `present` marks the pages
+    /// that are not zero.
+    Shared { memory: Arc<SharedMemory>, present: Vec<u64> },
 }
 
 impl fmt::Debug for Snapshot {
@@ -51,16 +63,67 @@ impl fmt::Debug for Snapshot {
 impl Snapshot {
     /// Number of non-zero pages the snapshot holds (its memory cost is this times 4 KiB).
     pub fn stored_pages(&self) -> usize {
-        self.inner.data.len() / PAGE_SIZE as usize
+        match &self.inner.pages {
+            Pages::Owned { data, .. } => data.len() / PAGE_SIZE as usize,
+            Pages::Shared { present, .. } => present.iter().map(|w| w.count_ones() as usize).sum(),
+        }
     }
 
-    fn page(&self, page: u64) -> Option<&[u8]> {
-        let i = *self.inner.index.get(usize::try_from(page).ok()?)?;
-        if i == ZERO {
-            return None;
+    /// The contents of page number `page`, or `None` for a zero page.
+    pub(crate) fn page(&self, page: u64) -> Option<&[u8]> {
+        match &self.inner.pages {
+            Pages::Owned { index, data } => {
+                let i = *index.get(usize::try_from(page).ok()?)?;
+                if i == ZERO {
+                    return None;
+                }
+                let start = i as usize * PAGE_SIZE as usize;
+                data.get(start..start + PAGE_SIZE as usize)
+            }
+            Pages::Shared { memory, present } => {
+                let word = present.get(usize::try_from(page / 64).ok()?)?;
+                if word & (1 << (page % 64)) == 0 {
+                    return None;
+                }
+                memory.page(page)
+            }
         }
-        let start = i as usize * PAGE_SIZE as usize;
-        self.inner.data.get(start..start + PAGE_SIZE as usize)
+    }
+
+    /// The same snapshot with its memory moved into a memfd that sandboxes can map
+    /// copy-on-write; returns the memfd too.
+    pub(crate) fn to_shared(&self) -> Result<(Snapshot, Arc<SharedMemory>), Error> {
+        let s = &self.inner;
+        let pages = s.layout.memory_size / PAGE_SIZE;
+        let mut present = vec![0u64; pages.div_ceil(64) as usize];
+        let nonzero: Vec<(u64, &[u8])> = (0..pages).filter_map(|p| self.page(p).map(|bytes| (p, bytes))).collect();
+        for &(p, _) in &nonzero {
+            if let Some(w) = present.get_mut((p / 64) as usize) {
+                *w |= 1 << (p % 64);
+            }
+        }
+        let memory =
+            Arc::new(SharedMemory::create(s.layout.memory_size, nonzero.into_iter().map(|(p, b)| (p * PAGE_SIZE, b)))?);
+        let inner = Inner {
+            id: s.id,
+            image: s.image,
+            layout: s.layout,
+            pages: Pages::Shared { memory: Arc::clone(&memory), present },
+            vcpu: Arc::clone(&s.vcpu),
+        };
+        Ok((Snapshot { inner: Arc::new(inner) }, memory))
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn vcpu(&self) -> &VcpuState {
+        &self.inner.vcpu
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
     }
 }
 
@@ -149,7 +212,10 @@ impl Core {
         let id = next_id();
         self.base = id;
         tracing::trace!(id, pages = data.len() / PAGE_SIZE as usize, "snapshot taken");
-        Ok(Snapshot { inner: Arc::new(Inner { id, image: self.image.id(), layout: self.layout, index, data, vcpu }) })
+        let pages = Pages::Owned { index, data };
+        Ok(Snapshot {
+            inner: Arc::new(Inner { id, image: self.image.id(), layout: self.layout, pages, vcpu: Arc::new(vcpu) }),
+        })
     }
 
     pub(super) fn restore(&mut self, snap: &Snapshot) -> Result<(), Error> {

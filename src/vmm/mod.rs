@@ -5,6 +5,7 @@
 pub(crate) mod interrupt;
 
 use crate::mem::layout::{Layout, GDT_ADDR, IDT_ADDR, PML4_ADDR, TSS_ADDR};
+use crate::mem::shared::SharedMemory;
 use crate::mem::x86::{GDT_LIMIT, IDT_LIMIT, TSS_LIMIT, TSS_SEL, USER_CS, USER_DS};
 use crate::Error;
 use glint_abi::layout::BOOT_INFO_ADDR;
@@ -16,8 +17,10 @@ use kvm_bindings::{
 use kvm_ioctls::{
     Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit, VcpuFd, VmFd,
 };
+use std::sync::Arc;
 use std::sync::OnceLock;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap};
 
 /// The process-wide `/dev/kvm` handle and what we need from it, opened once.
 struct Host {
@@ -157,14 +160,34 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    /// Creates the VM with `size` bytes of zeroed guest memory at address 0.
-    pub(crate) fn new(size: u64) -> Result<Partition, Error> {
+    /// Creates the VM with `size` bytes of guest memory at address 0: zeroed, or a private
+    /// copy-on-write mapping of `shared`.
+    pub(crate) fn new(size: u64, shared: Option<&SharedMemory>) -> Result<Partition, Error> {
         let host = host()?;
         let vm = host.kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         let len = usize::try_from(size)
             .map_err(|_| Error::InvalidConfig { what: "memory size", detail: format!("{size} bytes") })?;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)])
-            .map_err(|e| Error::OutOfMemory { detail: e.to_string() })?;
+        let oom = |e: &dyn std::fmt::Display| Error::OutOfMemory { detail: e.to_string() };
+        let mem = match shared {
+            None => GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)]).map_err(|e| oom(&e))?,
+            Some(shared) => {
+                if shared.size() != size {
+                    return Err(Error::InvalidConfig {
+                        what: "memory size",
+                        detail: "differs from the template".into(),
+                    });
+                }
+                let region = MmapRegionBuilder::new(len)
+                    .with_file_offset(FileOffset::from_arc(Arc::clone(shared.file()), 0))
+                    .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                    .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                    .build()
+                    .map_err(|e| oom(&e))?;
+                let region = GuestRegionMmap::new(region, GuestAddress(0))
+                    .ok_or_else(|| oom(&"guest memory region does not fit the address space"))?;
+                GuestMemoryMmap::from_regions(vec![region]).map_err(|e| oom(&e))?
+            }
+        };
         let host_addr =
             mem.get_host_address(GuestAddress(0)).map_err(|e| Error::OutOfMemory { detail: e.to_string() })?;
         let region = kvm_userspace_memory_region {
@@ -389,6 +412,18 @@ impl Partition {
     /// The `immediate_exit` byte of this vCPU's `kvm_run` page, for the interrupt machinery.
     pub(crate) fn immediate_exit_ptr(&mut self) -> *mut u8 {
         std::ptr::addr_of_mut!(self.vcpu.get_kvm_run().immediate_exit)
+    }
+
+    /// Runs KVM_RUN once without entering the guest, so KVM's one-time setup of the vCPU
+    /// (a kernel thread on kvm_pvm) happens now, off the request path.
+    pub(crate) fn warm_up(&mut self) -> Result<(), Error> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let r = self.vcpu.run().map(|_| ());
+        self.vcpu.set_kvm_immediate_exit(0);
+        match r {
+            Err(e) if e.errno() != libc::EINTR => Err(kvm_err("KVM_RUN")(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Clears `immediate_exit` after an interrupted run.

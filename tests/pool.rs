@@ -1,0 +1,171 @@
+//! The sandbox pool: fresh sandboxes per call that never leak state, bounded size, waiting or
+//! failing when empty, failed sandboxes restored or replaced, many takers, copy-on-write memory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+#[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+mod common;
+
+use common::{test_builder, testguest};
+use glint::{Error, PoolConfig, SandboxPool, Value, WhenEmpty};
+use std::time::{Duration, Instant};
+
+const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
+
+fn pool(max: usize, when_empty: WhenEmpty) -> SandboxPool {
+    let config = PoolConfig { max_sandboxes: max, ready_target: max, when_empty, restore_in_background: false };
+    SandboxPool::new(&test_builder(), &testguest(), config).unwrap()
+}
+
+#[test]
+fn the_next_user_of_a_pooled_vm_sees_none_of_the_previous_users_state() {
+    require_kvm!();
+    for background in [false, true] {
+        let config =
+            PoolConfig { max_sandboxes: 1, ready_target: 1, restore_in_background: background, ..Default::default() };
+        let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+        let set = pool.typed_fn::<(u64,), ()>("secrets_set").unwrap();
+        let get = pool.typed_fn::<(), String>("secrets_get").unwrap();
+        for round in 1..=5u64 {
+            let mut sb = pool.take().unwrap();
+            assert_eq!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS, "round {round}, background {background}");
+            set.call(&mut sb, (round * 1000,)).unwrap();
+            assert_ne!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS);
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.created, 1, "one VM served every checkout: {stats:?}");
+        assert!(stats.recycled >= 4, "{stats:?}");
+    }
+}
+
+#[test]
+fn fresh_calls_return_results() {
+    require_kvm!();
+    let pool = pool(2, WhenEmpty::Wait(Duration::from_secs(10)));
+    let add = pool.typed_fn::<(i32, i32), i32>("host_add").unwrap();
+    for i in 0..20 {
+        assert_eq!(pool.call_typed(&add, (i, 1)).unwrap(), i + 1);
+        assert_eq!(pool.call("rt_u64", &[Value::U64(7)]).unwrap(), Value::U64(7));
+    }
+    assert!(matches!(pool.typed_fn::<(i32,), i32>("host_add"), Err(Error::SignatureMismatch { .. })));
+    assert!(matches!(pool.call("nope", &[]), Err(Error::NoSuchFunction { .. })));
+}
+
+#[test]
+fn the_pool_is_bounded_and_fails_fast_when_told_to() {
+    require_kvm!();
+    let pool = pool(2, WhenEmpty::Fail);
+    assert_eq!(pool.wait_ready(2, Duration::from_secs(10)), 2);
+    let a = pool.take().unwrap();
+    let b = pool.take().unwrap();
+    match pool.take() {
+        Err(Error::PoolExhausted { max, .. }) => assert_eq!(max, 2),
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    assert_eq!(pool.stats().lent, 2);
+    drop(a);
+    let c = pool.take().unwrap();
+    drop((b, c));
+    let stats = pool.stats();
+    assert!(stats.created <= 2, "never more VMs than the bound: {stats:?}");
+}
+
+#[test]
+fn takers_wait_for_a_sandbox_or_time_out() {
+    require_kvm!();
+    let pool = pool(1, WhenEmpty::Wait(Duration::from_secs(20)));
+    let held = pool.take().unwrap();
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let start = Instant::now();
+            let mut sb = pool.take().unwrap();
+            assert_eq!(sb.call("rt_i32", &[Value::I32(3)]).unwrap(), Value::I32(3));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        let waited = waiter.join().unwrap();
+        assert!(waited >= Duration::from_millis(50), "the waiter got a sandbox only once it was given back");
+    });
+
+    let short = self::pool(1, WhenEmpty::Wait(Duration::from_millis(50)));
+    let _held = short.take().unwrap();
+    assert!(matches!(short.take(), Err(Error::PoolExhausted { .. })));
+}
+
+#[test]
+fn a_failed_sandbox_is_restored_before_it_is_lent_again() {
+    require_kvm!();
+    let pool = pool(1, WhenEmpty::Wait(Duration::from_secs(10)));
+    for bad in ["ud2", "gp_fault", "write_code", "recurse"] {
+        let mut sb = pool.take().unwrap();
+        let args: &[Value] = if bad == "recurse" { &[Value::U64(1 << 20)] } else { &[] };
+        assert!(sb.call(bad, args).unwrap_err().poisons(), "{bad}");
+        assert!(sb.is_poisoned());
+        drop(sb);
+        let mut sb = pool.take().unwrap();
+        assert!(!sb.is_poisoned(), "after {bad}");
+        assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0));
+    }
+    let mut sb = pool.take().unwrap();
+    sb.set_call_timeout(Some(Duration::from_millis(30)));
+    assert!(matches!(sb.call("spin", &[]), Err(Error::Timeout(_))));
+    drop(sb);
+    let sb = pool.take().unwrap();
+    assert!(!sb.is_poisoned());
+}
+
+#[test]
+fn many_threads_take_and_give_back() {
+    require_kvm!();
+    let pool = pool(3, WhenEmpty::Wait(Duration::from_secs(30)));
+    let set = pool.typed_fn::<(u64,), ()>("set_state").unwrap();
+    let get = pool.typed_fn::<(), u64>("get_state").unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let (pool, set, get) = (&pool, set.clone(), get.clone());
+            scope.spawn(move || {
+                for i in 0..50u64 {
+                    let mut sb = pool.take().unwrap();
+                    assert_eq!(get.call(&mut sb, ()).unwrap(), 0, "thread {t} call {i} saw a previous user's state");
+                    set.call(&mut sb, (t * 100 + i + 1,)).unwrap();
+                    assert_eq!(get.call(&mut sb, ()).unwrap(), t * 100 + i + 1);
+                }
+            });
+        }
+    });
+    let stats = pool.stats();
+    assert!(stats.created <= 3, "{stats:?}");
+    assert_eq!(stats.lent, 0);
+}
+
+#[test]
+fn dropping_the_pool_while_sandboxes_are_out_is_safe() {
+    require_kvm!();
+    let pool = pool(2, WhenEmpty::Wait(Duration::from_secs(10)));
+    let mut sb = pool.take().unwrap();
+    drop(pool);
+    assert_eq!(sb.call("rt_i32", &[Value::I32(5)]).unwrap(), Value::I32(5), "a lent sandbox outlives its pool");
+    drop(sb);
+}
+
+#[test]
+fn sandboxes_of_one_pool_share_memory_copy_on_write_and_see_only_their_own_writes() {
+    require_kvm!();
+    let pool = pool(2, WhenEmpty::Wait(Duration::from_secs(10)));
+    let mut a = pool.take().unwrap();
+    let mut b = pool.take().unwrap();
+    a.call("set_state", &[Value::U64(111)]).unwrap();
+    b.call("set_state", &[Value::U64(222)]).unwrap();
+    assert_eq!(a.call("get_state", &[]).unwrap(), Value::U64(111));
+    assert_eq!(b.call("get_state", &[]).unwrap(), Value::U64(222));
+    let big = vec![0x5a; 256 << 10];
+    assert_eq!(a.call("rt_bytes", &[Value::Bytes(big.clone())]).unwrap(), Value::Bytes(big));
+    assert_eq!(b.call("get_state", &[]).unwrap(), Value::U64(222));
+}
+
+#[test]
+fn a_zero_sized_pool_is_refused() {
+    require_kvm!();
+    let config = PoolConfig { max_sandboxes: 0, ..Default::default() };
+    assert!(matches!(SandboxPool::new(&test_builder(), &testguest(), config), Err(Error::InvalidConfig { .. })));
+}
