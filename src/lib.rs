@@ -29,7 +29,9 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bench;
 mod error;
+pub mod floor;
 mod func;
 pub mod image;
 mod mem;

@@ -11,6 +11,12 @@ use std::time::Duration;
 const USAGE: &str = "usage:
   glint run <GUEST> <FUNCTION> [ARG...] [--timeout-ms N] [--memory-mib N] [--json]
   glint inspect <GUEST> [--timeout-ms N] [--memory-mib N] [--json]
+  glint bench <GUEST> [--json]
+
+`bench` measures cold start, calls, host calls, restore, fresh calls from a pool, kill latency
+and density next to a bare-KVM floor measured in the same run, in under a minute. The guest must
+export add(i32, i32) -> i32; host_calls, dirty and spin are measured when exported (the
+benchguest in guest/bins/test exports all).
 
 Arguments are parsed by the function's declared parameter types: integers and floats in
 decimal, bool as true/false, String as given, Vec<u8> as hex (e.g. 0a0bff). `--` ends options.";
@@ -222,12 +228,30 @@ fn inspect(o: Options) -> Result<(), Failure> {
     Ok(())
 }
 
+fn bench(o: Options) -> Result<(), Failure> {
+    let [guest] = o.positional.as_slice() else {
+        return Err(usage("bench needs exactly one guest"));
+    };
+    let image = GuestImage::from_file(guest)?;
+    if !o.json {
+        eprintln!("glint: measuring {guest} (about half a minute)...");
+    }
+    let report = glint::bench::run(&image, &glint::bench::Options::default())?;
+    if o.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next();
     let result = match command.as_deref() {
         Some("run") => parse_options(args).and_then(run),
         Some("inspect") => parse_options(args).and_then(inspect),
+        Some("bench") => parse_options(args).and_then(bench),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

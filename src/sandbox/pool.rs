@@ -326,6 +326,11 @@ impl SandboxPool {
         s.ready.len()
     }
 
+    /// The template every sandbox of the pool is made from.
+    pub(crate) fn template(&self) -> &Template {
+        &self.inner.template
+    }
+
     /// The pool's counters.
     pub fn stats(&self) -> PoolStats {
         let s = self.inner.lock();

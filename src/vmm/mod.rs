@@ -11,12 +11,17 @@ use crate::Error;
 use glint_abi::layout::BOOT_INFO_ADDR;
 use glint_abi::layout::PAGE_SIZE;
 use kvm_bindings::{
+    kvm_clear_dirty_log, kvm_clear_dirty_log__bindgen_ty_1, kvm_enable_cap, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+    KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+};
+use kvm_bindings::{
     kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
     CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
 };
 use kvm_ioctls::{
     Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit, VcpuFd, VmFd,
 };
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use vm_memory::mmap::MmapRegionBuilder;
@@ -157,7 +162,22 @@ pub(crate) struct Partition {
     /// Pages the host wrote since the last `take_dirty` (KVM's dirty log sees only the guest's).
     host_dirty: Vec<u64>,
     pages: u64,
+    /// Dirty pages are re-protected by us (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2), not by
+    /// KVM_GET_DIRTY_LOG, so pages every call writes can stay writable (see `take_dirty`).
+    manual_protect: bool,
+    /// Pages left writable and always reported dirty: written in two syncs in a row.
+    hot: Vec<u64>,
+    /// The guest-dirty bitmap of the previous sync.
+    previous: Vec<u64>,
 }
+
+/// Most pages kept writable per sandbox. Each is copied back by every restore (about 0.2 us)
+/// instead of taking a write-protection fault after it (about 3 us on kvm_pvm).
+const MAX_HOT_PAGES: u32 = 16;
+
+/// `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`; kvm-ioctls has no wrapper for it.
+const KVM_CLEAR_DIRTY_LOG: libc::c_ulong = 0xc018_aec0;
+const _: () = assert!(std::mem::size_of::<kvm_bindings::kvm_clear_dirty_log>() == 24);
 
 impl Partition {
     /// Creates the VM with `size` bytes of guest memory at address 0: zeroed, or a private
@@ -218,7 +238,25 @@ impl Partition {
         vcpu.set_sync_valid_reg(SyncReg::Register);
         vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         let pages = size / PAGE_SIZE;
-        Ok(Partition { vcpu, vm, mem, host_dirty: vec![0; pages.div_ceil(64) as usize], pages })
+        let manual_protect = vm.check_extension_raw(libc::c_ulong::from(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)) & 1 != 0
+            && vm
+                .enable_cap(&kvm_enable_cap {
+                    cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                    args: [u64::from(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE), 0, 0, 0],
+                    ..Default::default()
+                })
+                .is_ok();
+        let words = pages.div_ceil(64) as usize;
+        Ok(Partition {
+            vcpu,
+            vm,
+            mem,
+            host_dirty: vec![0; words],
+            pages,
+            manual_protect,
+            hot: vec![0; words],
+            previous: vec![0; words],
+        })
     }
 
     /// Copies `bytes` into guest memory at `addr` and remembers the pages as dirty.
@@ -245,16 +283,57 @@ impl Partition {
         self.pages
     }
 
-    /// The pages written since the last call, by the guest (KVM's dirty log, which this also
-    /// resets) or by the host, as a bitmap of 64-page words.
+    /// The pages written since the last call, by the guest (KVM's dirty log) or by the host,
+    /// as a bitmap of 64-page words; the guest's pages are write-protected again so the next
+    /// writes are seen.
+    ///
+    /// With manual protection, pages the guest wrote in two syncs in a row (its stack top, the
+    /// output buffer, the heap it always touches) become *hot*: we never re-protect them, so
+    /// KVM reports them dirty at every sync and the next call writes them without a fault.
     pub(crate) fn take_dirty(&mut self) -> Result<Vec<u64>, Error> {
         let size = usize::try_from(self.pages * PAGE_SIZE).unwrap_or(usize::MAX);
         let mut dirty = self.vm.get_dirty_log(0, size).map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
         dirty.resize(self.host_dirty.len(), 0);
+        if self.manual_protect {
+            self.reprotect(&dirty)?;
+        }
         for (d, h) in dirty.iter_mut().zip(self.host_dirty.iter_mut()) {
             *d |= std::mem::take(h);
         }
         Ok(dirty)
+    }
+
+    /// Grows the hot set and re-protects the other dirty pages (manual protection only).
+    fn reprotect(&mut self, dirty: &[u64]) -> Result<(), Error> {
+        let mut hot_pages: u32 = self.hot.iter().map(|w| w.count_ones()).sum();
+        for ((h, p), &d) in self.hot.iter_mut().zip(&self.previous).zip(dirty) {
+            let mut new = d & p & !*h;
+            while new != 0 && hot_pages < MAX_HOT_PAGES {
+                let bit = new & new.wrapping_neg();
+                *h |= bit;
+                new &= !bit;
+                hot_pages += 1;
+            }
+        }
+        self.previous.copy_from_slice(dirty);
+        let mut clear: Vec<u64> = dirty.iter().zip(&self.hot).map(|(d, h)| d & !h).collect();
+        if clear.iter().all(|&w| w == 0) {
+            return Ok(());
+        }
+        let mut arg = kvm_clear_dirty_log {
+            slot: 0,
+            num_pages: u32::try_from(self.pages).unwrap_or(u32::MAX),
+            first_page: 0,
+            __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 { dirty_bitmap: clear.as_mut_ptr().cast() },
+        };
+        // SAFETY: KVM_CLEAR_DIRTY_LOG reads `num_pages` bits from `dirty_bitmap`, which points at
+        // `clear`, a live buffer of ceil(pages / 64) words; `arg` has the kernel's layout
+        // (checked size) and outlives the call; the VM fd is open.
+        let rc = unsafe { libc::ioctl(self.vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG, &mut arg) };
+        if rc != 0 {
+            return Err(Error::Kvm { op: "KVM_CLEAR_DIRTY_LOG", source: std::io::Error::last_os_error() });
+        }
+        Ok(())
     }
 
     /// Captures every piece of guest-changeable vCPU state.
