@@ -84,7 +84,8 @@ pub fn frame_len(prefix: [u8; LEN_PREFIX], capacity: usize) -> Result<usize, Dec
     let len = u32::from_le_bytes(prefix);
     let room = capacity.saturating_sub(LEN_PREFIX);
     match usize::try_from(len) {
-        Ok(len) if len <= room => Ok(len),
+        // A buffer too small for the prefix itself holds no frame, not even an empty one.
+        Ok(len) if len <= room && capacity >= LEN_PREFIX => Ok(len),
         _ => Err(DecodeError::FrameTooLarge { len: u64::from(len), capacity: room as u64 }),
     }
 }
