@@ -88,6 +88,21 @@ fn per_run(samples: usize, per: usize, mut f: impl FnMut() -> Result<(), Error>)
     Ok(median(xs))
 }
 
+/// Median of `samples` timings of `make`, dropping what it made only after the last sample:
+/// tearing a VM down is done off the request path (and on kvm_pvm it slows down a creation that
+/// overlaps it), so creations are timed back to back, as a pool does them.
+fn timed_creation<T>(samples: usize, mut make: impl FnMut() -> Result<T, Error>) -> Result<f64, Error> {
+    let mut made = Vec::with_capacity(samples);
+    let mut xs = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        made.push(make()?);
+        xs.push(us(t.elapsed()));
+    }
+    drop(made);
+    Ok(median(xs))
+}
+
 /// Median of `samples` timings of the part of `f` it reports back.
 fn timed(samples: usize, mut f: impl FnMut() -> Result<Duration, Error>) -> Result<f64, Error> {
     let xs = (0..samples).map(|_| f().map(us)).collect::<Result<Vec<_>, _>>()?;
@@ -123,13 +138,7 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     let mut r = Report::default();
 
     // Floor.
-    r.floor_cold_us = timed(n, || {
-        let t = Instant::now();
-        let vm = BareVm::new(&host, false)?;
-        let d = t.elapsed();
-        drop(vm);
-        Ok(d)
-    })?;
+    r.floor_cold_us = timed_creation(n, || BareVm::new(&host, false))?;
     let mut bare = BareVm::new(&host, false)?;
     r.floor_call_us = per_run(n, 50, || bare.round_trip())?;
     let mut dirty_bare = BareVm::new(&host, true)?;
@@ -141,14 +150,11 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     })?;
 
     // Cold start and warm calls.
-    r.cold_start_us = timed(n, || {
-        let t = Instant::now();
+    r.cold_start_us = timed_creation(n, || {
         let mut sb = builder.build(image)?.init()?;
         let add = sb.typed_fn::<(i32, i32), i32>("add")?;
         add.call(&mut sb, (2, 3))?;
-        let d = t.elapsed();
-        drop(sb);
-        Ok(d)
+        Ok(sb)
     })?;
     let mut sb = builder.build(image)?.init()?;
     let add = sb.typed_fn::<(i32, i32), i32>("add")?;
@@ -205,13 +211,7 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     r.fresh_calls_per_sec_2 = throughput(&pool, &padd, 2, window)?;
     r.sandbox_from_template_us = {
         let template = pool.template();
-        timed(n, || {
-            let t = Instant::now();
-            let sb = template.instantiate()?;
-            let d = t.elapsed();
-            drop(sb);
-            Ok(d)
-        })?
+        timed_creation(n, || template.instantiate())?
     };
     drop(pool);
 
