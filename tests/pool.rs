@@ -169,3 +169,43 @@ fn a_zero_sized_pool_is_refused() {
     let config = PoolConfig { max_sandboxes: 0, ..Default::default() };
     assert!(matches!(SandboxPool::new(&test_builder(), &testguest(), config), Err(Error::InvalidConfig { .. })));
 }
+
+/// Private (unshared) memory of this process, from smaps_rollup.
+fn private_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024)
+        .sum()
+}
+
+#[test]
+fn a_thousand_ready_sandboxes_of_the_hello_guest_fit_and_share_their_memory() {
+    require_kvm!();
+    // Each VM holds two descriptors; make sure the soft limit allows a thousand.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur < 4096 && limit.rlim_max >= 4096 {
+            limit.rlim_cur = 4096;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    const N: usize = 1000;
+    let config =
+        PoolConfig { max_sandboxes: N, ready_target: N, when_empty: WhenEmpty::Fail, restore_in_background: false };
+    let before = private_bytes();
+    let pool = SandboxPool::new(&common::test_builder(), &common::hello(), config).unwrap();
+    let ready = pool.wait_ready(N, Duration::from_secs(600));
+    let per_sandbox = private_bytes().saturating_sub(before) / N as u64;
+    assert_eq!(ready, N, "{:?}", pool.stats());
+    assert!(per_sandbox < 256 << 10, "{per_sandbox} bytes of private memory per ready sandbox");
+    eprintln!("{N} ready sandboxes; {} KiB private memory each", per_sandbox / 1024);
+    // They all work.
+    let add = pool.typed_fn::<(i32, i32), i32>("add").unwrap();
+    let mut taken: Vec<_> = (0..N).map(|_| pool.take().unwrap()).collect();
+    for (i, sb) in taken.iter_mut().enumerate() {
+        assert_eq!(add.call(sb, (i as i32, 1)).unwrap(), i as i32 + 1);
+    }
+}

@@ -74,7 +74,10 @@ impl Core {
                     StopReason::Killed => Error::Cancelled,
                 });
             }
-            let exit = self.partition.run()?;
+            guard.in_guest(true);
+            let exit = self.partition.run();
+            guard.in_guest(false);
+            let exit = exit?;
             self.stats.exits += 1;
             match exit {
                 Exit::Interrupted => self.partition.clear_immediate_exit(),

@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 /// Why a call was stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum StopReason {
     /// `InterruptHandle::kill`.
-    Killed,
+    Killed = 1,
     /// The call's deadline passed.
-    Deadline,
+    Deadline = 2,
 }
 
 #[derive(Clone, Copy)]
@@ -30,7 +31,14 @@ struct Running {
     generation: u64,
     thread: libc::pthread_t,
     deadline: Option<Instant>,
+    /// When the call was last sent the kick signal.
+    kicked: Option<Instant>,
 }
+
+/// How long a stopped call may keep running before the watchdog sends the signal again. A
+/// signal can be lost (the per-user queue of real-time signals is full) or land in a window
+/// the kernel does not turn into EINTR; the re-kick bounds the damage to this delay.
+const REKICK_AFTER: Duration = Duration::from_millis(2);
 
 /// Shared by a sandbox, its interrupt handles and the watchdog.
 #[derive(Default)]
@@ -41,6 +49,8 @@ pub(crate) struct CallControl {
     /// `StopReason` of `stopped`: 1 killed, 2 deadline.
     reason: AtomicU8,
     next_generation: AtomicU64,
+    /// The call's thread is in (or about to enter) KVM_RUN, not in a host function.
+    in_guest: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CallControl {
@@ -65,10 +75,13 @@ const KICK_SIGNAL_OFFSET: libc::c_int = 2;
 
 extern "C" fn on_kick(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; `si_value` is the
-    // union member pthread_sigqueue filled.
+    // union member pthread_sigqueue filled (0 when the signal came another way).
     let wanted = unsafe { (*info).si_value().sival_ptr } as u64;
-    // Only const-initialised, destructor-free thread-locals are touched: plain TLS reads.
-    if wanted != 0 && GENERATION.with(Cell::get) == wanted {
+    // Only const-initialised, destructor-free thread-locals are touched: plain TLS reads. A kick
+    // meant for an earlier call is dropped here; one without a generation stops whatever runs,
+    // and the run loop's `stopped` check tells a real stop from a spurious one.
+    let current = GENERATION.with(Cell::get);
+    if current != 0 && (wanted == 0 || wanted == current) {
         let p = IMMEDIATE_EXIT.with(Cell::get);
         if !p.is_null() {
             // SAFETY: `p` points into the kvm_run page of the vCPU this thread is running; it is
@@ -133,7 +146,7 @@ impl CallControl {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
-        *lock(&self.running) = Some(Running { generation, thread, deadline });
+        *lock(&self.running) = Some(Running { generation, thread, deadline, kicked: None });
         if let Some(d) = deadline {
             watchdog().consider(d);
         }
@@ -142,25 +155,36 @@ impl CallControl {
 
     /// Stops the running call, if there is one. Returns whether a call was running.
     pub(crate) fn stop(&self, reason: StopReason) -> bool {
-        let running = lock(&self.running);
-        let Some(r) = *running else { return false };
-        self.stop_locked(r, reason);
+        let mut running = lock(&self.running);
+        let Some(r) = running.as_mut() else { return false };
+        if self.stopped.load(Ordering::Acquire) != r.generation {
+            self.reason.store(reason as u8, Ordering::Relaxed);
+            self.stopped.store(r.generation, Ordering::Release);
+        }
+        kick(r);
+        drop(running);
+        // Make sure someone looks again if the call does not end.
+        watchdog().consider(Instant::now() + REKICK_AFTER);
         true
     }
+}
 
-    fn stop_locked(&self, r: Running, reason: StopReason) {
-        let code = match reason {
-            StopReason::Killed => 1,
-            StopReason::Deadline => 2,
-        };
-        self.reason.store(code, Ordering::Relaxed);
-        self.stopped.store(r.generation, Ordering::Release);
-        let value = libc::sigval { sival_ptr: r.generation as usize as *mut libc::c_void };
-        // SAFETY: `r.thread` is running a call (we hold the `running` lock, which the call's
-        // guard takes before it ends), so it is a live thread of this process.
-        unsafe { libc::pthread_sigqueue(r.thread, kick_signal(), value) };
+/// Sends the kick signal to the thread running `r`. Call with the `running` lock held: the call's
+/// guard takes that lock before the call ends, so the thread is alive.
+fn kick(r: &mut Running) {
+    let value = libc::sigval { sival_ptr: r.generation as usize as *mut libc::c_void };
+    r.kicked = Some(Instant::now());
+    // SAFETY: `r.thread` is running a call (see above), so it is a live thread of this process.
+    let rc = unsafe { libc::pthread_sigqueue(r.thread, kick_signal(), value) };
+    if rc != 0 {
+        // The real-time signal queue is full: a plain kill still interrupts (without a value).
+        // SAFETY: as above.
+        unsafe { libc::pthread_kill(r.thread, kick_signal()) };
+        tracing::debug!(errno = rc, "pthread_sigqueue failed; kicked with pthread_kill");
     }
 }
+
+impl CallControl {}
 
 /// A call in progress; dropping it ends the call's claim on the thread and its deadline.
 pub(crate) struct CallGuard {
@@ -169,13 +193,18 @@ pub(crate) struct CallGuard {
 }
 
 impl CallGuard {
+    /// Marks the thread as entering the guest (KVM_RUN) or leaving it.
+    pub(crate) fn in_guest(&self, inside: bool) {
+        self.control.in_guest.store(inside, Ordering::Release);
+    }
+
     /// Whether, and why, this call was stopped.
     pub(crate) fn stopped(&self) -> Option<StopReason> {
         if self.control.stopped.load(Ordering::Acquire) != self.generation {
             return None;
         }
         match self.control.reason.load(Ordering::Relaxed) {
-            2 => Some(StopReason::Deadline),
+            r if r == StopReason::Deadline as u8 => Some(StopReason::Deadline),
             _ => Some(StopReason::Killed),
         }
     }
@@ -184,6 +213,7 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         *lock(&self.control.running) = None;
+        self.control.in_guest.store(false, Ordering::Release);
         GENERATION.with(|c| c.set(0));
         IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
     }
@@ -276,16 +306,35 @@ impl Watchdog {
             {
                 let mut controls = lock(&self.controls);
                 controls.retain(|w| w.strong_count() > 0);
+                let mut soonest = |t: Instant| earliest = Some(earliest.map_or(t, |e: Instant| e.min(t)));
                 for c in controls.iter().filter_map(Weak::upgrade) {
-                    let running = lock(&c.running);
-                    let Some(r) = *running else { continue };
+                    let mut running = lock(&c.running);
+                    let Some(r) = running.as_mut() else { continue };
+                    if c.stopped.load(Ordering::Acquire) == r.generation {
+                        if !c.in_guest.load(Ordering::Acquire) {
+                            // In a host function: the stop is latched and takes effect when it
+                            // returns; signalling again would only interrupt its syscalls.
+                            continue;
+                        }
+                        // Stopped but still running: the signal was lost or early. Again.
+                        let due = r.kicked.map_or(now, |k| k + REKICK_AFTER);
+                        if due <= now {
+                            tracing::debug!(generation = r.generation, "stopped call still running; kicking again");
+                            kick(r);
+                            soonest(now + REKICK_AFTER);
+                        } else {
+                            soonest(due);
+                        }
+                        continue;
+                    }
                     let Some(d) = r.deadline else { continue };
                     if d <= now {
-                        if c.stopped.load(Ordering::Acquire) != r.generation {
-                            c.stop_locked(r, StopReason::Deadline);
-                        }
+                        c.reason.store(StopReason::Deadline as u8, Ordering::Relaxed);
+                        c.stopped.store(r.generation, Ordering::Release);
+                        kick(r);
+                        soonest(now + REKICK_AFTER);
                     } else {
-                        earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                        soonest(d);
                     }
                 }
             }
