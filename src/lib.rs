@@ -27,7 +27,7 @@
 //! Core types: [`GuestImage`] (a checked, shareable ELF), [`SandboxBuilder`] → [`UninitSandbox`]
 //! → [`Sandbox`], [`TypedFn`], [`InterruptHandle`], [`Snapshot`] and [`Error`]. For a fresh,
 //! isolated sandbox per call, [`SandboxPool`] keeps ready VMs made from a copy-on-write template
-//! of the initialised guest. [`floor`] and [`bench`] measure glint against bare KVM.
+//! of the initialised guest. [`floor`] and [`mod@bench`] measure glint against bare KVM.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
