@@ -111,12 +111,9 @@ fn install_handler() {
     });
 }
 
-/// Makes sure the kick signal is not blocked on this thread (once per thread).
+/// Makes sure the kick signal is not blocked on this thread. Done at every call (one cheap
+/// syscall): the embedder may block signals on a thread between calls.
 fn unblock_on_this_thread() {
-    thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
-    if DONE.with(Cell::get) {
-        return;
-    }
     // SAFETY: the set is initialised by sigemptyset before use; unblocking one signal on the
     // calling thread affects nothing else.
     unsafe {
@@ -125,7 +122,6 @@ fn unblock_on_this_thread() {
         libc::sigaddset(&mut set, kick_signal());
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
-    DONE.with(|d| d.set(true));
 }
 
 impl CallControl {
@@ -157,10 +153,13 @@ impl CallControl {
     pub(crate) fn stop(&self, reason: StopReason) -> bool {
         let mut running = lock(&self.running);
         let Some(r) = running.as_mut() else { return false };
-        if self.stopped.load(Ordering::Acquire) != r.generation {
-            self.reason.store(reason as u8, Ordering::Relaxed);
-            self.stopped.store(r.generation, Ordering::Release);
+        if self.stopped.load(Ordering::Acquire) == r.generation {
+            // Already stopped: one signal per call; the watchdog re-sends it if it is lost. A
+            // signal per kill() would let a kill storm keep the vCPU thread in its handler.
+            return true;
         }
+        self.reason.store(reason as u8, Ordering::Relaxed);
+        self.stopped.store(r.generation, Ordering::Release);
         kick(r);
         drop(running);
         // Make sure someone looks again if the call does not end.

@@ -16,7 +16,7 @@ use kvm_bindings::{
 };
 use kvm_bindings::{
     kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
-    CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+    CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS,
 };
 use kvm_ioctls::{
     Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit, VcpuFd, VmFd,
@@ -169,6 +169,9 @@ pub(crate) struct Partition {
     hot: Vec<u64>,
     /// The guest-dirty bitmap of the previous sync.
     previous: Vec<u64>,
+    /// The last exit was an `in` or MMIO access that KVM completes at the next KVM_RUN (writing
+    /// registers), which must happen before registers are restored.
+    pending_io: bool,
 }
 
 /// Most pages kept writable per sandbox. Each is copied back by every restore (about 0.2 us)
@@ -256,6 +259,7 @@ impl Partition {
             manual_protect,
             hot: vec![0; words],
             previous: vec![0; words],
+            pending_io: false,
         })
     }
 
@@ -336,17 +340,41 @@ impl Partition {
         Ok(())
     }
 
+    /// Lets KVM finish an `in` or MMIO read left pending by the last exit, without entering the
+    /// guest (KVM completes pending I/O before it honours `immediate_exit`). Otherwise that
+    /// completion would run at the next KVM_RUN and overwrite registers we restore.
+    fn settle(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.pending_io) {
+            self.warm_up()?;
+        }
+        Ok(())
+    }
+
     /// Captures every piece of guest-changeable vCPU state.
-    pub(crate) fn save_vcpu(&self) -> Result<VcpuState, Error> {
+    pub(crate) fn save_vcpu(&mut self) -> Result<VcpuState, Error> {
         let host = host()?;
         let mut msrs = Msrs::from_entries(
             &host.msrs.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect::<Vec<_>>(),
         )
         .map_err(|_| Error::Kvm { op: "KVM_GET_MSRS", source: std::io::Error::from_raw_os_error(libc::E2BIG) })?;
         let n = self.vcpu.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+        // Registers a fast restore left in the kvm_run page are not applied until the next
+        // KVM_RUN, so KVM_GET_REGS would miss them: take those from the page.
+        let pending = self.vcpu.get_kvm_run().kvm_dirty_regs;
+        let sync = self.vcpu.sync_regs();
+        let regs = if pending & u64::from(KVM_SYNC_X86_REGS) != 0 {
+            sync.regs
+        } else {
+            self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?
+        };
+        let sregs = if pending & u64::from(KVM_SYNC_X86_SREGS) != 0 {
+            sync.sregs
+        } else {
+            self.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?
+        };
         Ok(VcpuState {
-            regs: self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
-            sregs: self.vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
+            regs,
+            sregs,
             xsave: Box::new(self.vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?),
             xcrs: self.vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?,
             debugregs: self.vcpu.get_debug_regs().map_err(kvm_err("KVM_GET_DEBUGREGS"))?,
@@ -363,6 +391,7 @@ impl Partition {
     /// differ (setting them resets KVM's MMU context, costly under shadow paging); XSAVE costs
     /// one ioctl.
     pub(crate) fn restore_vcpu_fast(&mut self, state: &VcpuState) -> Result<(), Error> {
+        self.settle()?;
         self.vcpu.sync_regs_mut().regs = state.regs;
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
         if self.vcpu.sync_regs().sregs != state.sregs {
@@ -375,6 +404,7 @@ impl Partition {
 
     /// Puts the vCPU back into `state`, every piece of it, with one ioctl each.
     pub(crate) fn restore_vcpu(&mut self, state: &VcpuState) -> Result<(), Error> {
+        self.settle()?;
         // Values pending in the kvm_run page would override the ioctls at the next entry.
         self.vcpu.clear_sync_dirty_reg(SyncReg::Register);
         self.vcpu.clear_sync_dirty_reg(SyncReg::SystemRegister);
@@ -465,6 +495,12 @@ impl Partition {
 
     /// Enters the guest until it exits.
     pub(crate) fn run(&mut self) -> Result<Exit, Error> {
+        let exit = self.run_once();
+        self.pending_io = matches!(exit, Ok(Exit::In { .. } | Exit::Mmio { .. }));
+        exit
+    }
+
+    fn run_once(&mut self) -> Result<Exit, Error> {
         match self.vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 Ok(Exit::Out { port, size: data.len(), value: data.first().copied().unwrap_or(0) })
