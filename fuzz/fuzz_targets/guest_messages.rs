@@ -60,8 +60,11 @@ fn check_frame_len(rest: &[u8]) {
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
     let room = capacity.saturating_sub(LEN_PREFIX) as u64;
     match wire::frame_len(prefix, capacity) {
-        Ok(len) => assert!(len as u64 == announced && announced <= room, "accepted {len} of {capacity}"),
-        Err(_) => assert!(announced > room, "refused {announced} of {capacity}"),
+        Ok(len) => assert!(
+            len as u64 == announced && announced <= room && capacity >= LEN_PREFIX,
+            "accepted {len} of {capacity}"
+        ),
+        Err(_) => assert!(announced > room || capacity < LEN_PREFIX, "refused {announced} of {capacity}"),
     }
 }
 

@@ -9,6 +9,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
+use glint_guest::abi::layout::{BootInfo, BOOT_INFO_ADDR, BOOT_INFO_SIZE};
 use glint_guest::HostCallError;
 
 // Round trips of every value type.
@@ -169,6 +170,266 @@ fn secrets_get() -> String {
     format!("{}|{heap}|{xmm5}|{csr:#x}", STATE.load(Ordering::Relaxed))
 }
 
+// Hostile behaviours of the catalogue (docs/SECURITY.md), for tests/hostile.rs.
+// They bypass the guest library where the point is to send the host what the library never would.
+
+/// The boot info, read directly (the guest library keeps its copy private).
+fn boot() -> BootInfo {
+    let mut raw = [0u8; BOOT_INFO_SIZE];
+    // SAFETY: the host maps the boot-info page read-only at BOOT_INFO_ADDR.
+    unsafe { core::ptr::copy_nonoverlapping(BOOT_INFO_ADDR as *const u8, raw.as_mut_ptr(), BOOT_INFO_SIZE) };
+    BootInfo::from_bytes(&raw)
+}
+
+/// Leaves the VM through `port` (one byte, `out dx, al`), with whatever the buffers hold.
+fn out(port: u16) {
+    // SAFETY: an `out` only exits to the host (or faults); not `nomem`, so earlier buffer writes
+    // are complete before it.
+    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") 0u8, options(nostack)) }
+}
+
+/// The boot info as the host wrote it (88 bytes), so tests can aim at the guest's own regions.
+fn boot_info() -> Vec<u8> {
+    boot().to_bytes().to_vec()
+}
+
+/// Copies `bytes` (length prefix included, unchecked) to the start of the output buffer and
+/// leaves through `port`. Empty `bytes` writes nothing, so the host sees whatever is there.
+fn raw_frame(bytes: Vec<u8>, port: u32) {
+    let b = boot();
+    let n = bytes.len().min(b.output_size as usize);
+    // SAFETY: the output buffer is `output_size` bytes of guest memory nothing else borrows now.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), b.output_addr as *mut u8, n) };
+    out(port as u16);
+}
+
+/// `out` of 1, 2 or 4 bytes to any port.
+fn port_out(port: u32, width: u32) {
+    let port = port as u16;
+    // SAFETY: port I/O exits to the host or faults; that is the point.
+    unsafe {
+        match width {
+            1 => core::arch::asm!("out dx, al", in("dx") port, in("al") 0u8, options(nostack)),
+            2 => core::arch::asm!("out dx, ax", in("dx") port, in("ax") 0u16, options(nostack)),
+            _ => core::arch::asm!("out dx, eax", in("dx") port, in("eax") 0u32, options(nostack)),
+        }
+    }
+}
+
+/// `in al, dx` from any port.
+fn port_in(port: u32) -> u32 {
+    let v: u8;
+    // SAFETY: as `port_out`.
+    unsafe { core::arch::asm!("in al, dx", in("dx") port as u16, out("al") v, options(nostack)) };
+    u32::from(v)
+}
+
+/// CPUID leaf/subleaf as 16 bytes: eax, ebx, ecx, edx.
+fn cpuid(leaf: u32, subleaf: u32) -> Vec<u8> {
+    #[allow(unused_unsafe, reason = "`__cpuid_count` is unsafe on older toolchains")]
+    // SAFETY: every x86-64 CPU has CPUID.
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    [r.eax, r.ebx, r.ecx, r.edx].iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn wrmsr(index: u32, value: u64) {
+    // SAFETY: faults at CPL3 on purpose.
+    unsafe { core::arch::asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) }
+}
+fn rdmsr(index: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: faults at CPL3 on purpose.
+    unsafe { core::arch::asm!("rdmsr", in("ecx") index, out("eax") lo, out("edx") hi) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+fn dr7_write(value: u64) {
+    // SAFETY: faults at CPL3 on purpose.
+    unsafe { core::arch::asm!("mov dr7, {v}", v = in(reg) value) }
+}
+fn swapgs() {
+    // SAFETY: faults at CPL3 on purpose.
+    unsafe { core::arch::asm!("swapgs") }
+}
+fn xsetbv(value: u64) {
+    // SAFETY: faults at CPL3 on purpose.
+    unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32) }
+}
+
+// CPU state a tenant could try to leave behind (restore must put all of it back).
+fn x87_cw_set(cw: u32) {
+    let cw = cw as u16;
+    // SAFETY: loads the x87 control word; this soft-float guest never uses the x87 unit.
+    unsafe { core::arch::asm!("fldcw [{p}]", p = in(reg) &cw) }
+}
+fn x87_cw_get() -> u32 {
+    let mut cw = 0u16;
+    // SAFETY: stores the x87 control word.
+    unsafe { core::arch::asm!("fnstcw [{p}]", p = in(reg) &mut cw) };
+    u32::from(cw)
+}
+/// Puts `v` in the upper 128 bits of ymm7 (AVX; #UD where the CPU or CR4 does not allow it).
+fn ymm_set(v: u64) {
+    // SAFETY: writes ymm6/ymm7, which nothing in this soft-float guest uses.
+    unsafe { core::arch::asm!("vmovq xmm6, {v}", "vinsertf128 ymm7, ymm7, xmm6, 1", v = in(reg) v) }
+}
+fn ymm_get() -> u64 {
+    let v: u64;
+    // SAFETY: reads ymm7 through xmm6, which nothing in this soft-float guest uses.
+    unsafe { core::arch::asm!("vextractf128 xmm6, ymm7, 1", "vmovq {v}, xmm6", v = out(reg) v) };
+    v
+}
+/// Broadcasts `v` into zmm31 and its low 16 bits into k7 (AVX-512; #UD without it).
+fn zmm_set(v: u64) {
+    // SAFETY: writes xmm6, zmm31 and k7, which nothing in this soft-float guest uses.
+    unsafe { core::arch::asm!("vmovq xmm6, {v}", "vpbroadcastq zmm31, xmm6", "kmovw k7, {v:e}", v = in(reg) v) }
+}
+fn zmm_get() -> String {
+    let (hi, k): (u64, u32);
+    // SAFETY: reads zmm31 and k7 through ymm6.
+    unsafe {
+        core::arch::asm!(
+            "vextracti64x4 ymm6, zmm31, 1",
+            "vmovq {hi}, xmm6",
+            "kmovw {k:e}, k7",
+            hi = out(reg) hi,
+            k = out(reg) k,
+        )
+    };
+    format!("{hi:#x}|{k:#x}")
+}
+/// `wrfsbase` / `wrgsbase` (#UD unless CR4.FSGSBASE, or the host's CR4 under kvm_pvm, allows it).
+fn fsbase_set(v: u64) {
+    // SAFETY: the guest has no TLS; nothing uses the FS base.
+    unsafe { core::arch::asm!("wrfsbase {v}", v = in(reg) v) }
+}
+fn fsbase_get() -> u64 {
+    let v: u64;
+    // SAFETY: reads the FS base.
+    unsafe { core::arch::asm!("rdfsbase {v}", v = out(reg) v) };
+    v
+}
+fn gsbase_set(v: u64) {
+    // SAFETY: nothing in the guest uses the GS base.
+    unsafe { core::arch::asm!("wrgsbase {v}", v = in(reg) v) }
+}
+fn gsbase_get() -> u64 {
+    let v: u64;
+    // SAFETY: reads the GS base.
+    unsafe { core::arch::asm!("rdgsbase {v}", v = out(reg) v) };
+    v
+}
+
+/// A 1 MiB array on the stack: more than the default 256 KiB stack.
+fn big_stack_array(index: u64) -> u64 {
+    let a = core::hint::black_box([7u8; 1 << 20]);
+    u64::from(a[index as usize % a.len()])
+}
+/// One allocation of `n` bytes (`u64::MAX` overflows the capacity computation first).
+fn alloc_bytes(n: u64) -> u64 {
+    let v: Vec<u8> = Vec::with_capacity(n as usize);
+    core::hint::black_box(&v);
+    v.capacity() as u64
+}
+/// Leaks allocations of `size` bytes until the heap runs out (which panics).
+fn alloc_until_oom(size: u64) -> u64 {
+    loop {
+        core::hint::black_box(Vec::<u8>::with_capacity(size as usize).leak());
+    }
+}
+/// Fills the input and output buffers and the whole heap (allocator state included) with `fill`;
+/// returns the number of pages written. The guest library cannot allocate afterwards.
+fn dirty_memory(fill: u32) -> u64 {
+    let b = boot();
+    let mut pages = 0;
+    for (addr, size) in [(b.input_addr, b.input_size), (b.output_addr, b.output_size), (b.heap_addr, b.heap_size)] {
+        // SAFETY: guest memory the host gave this guest; nothing borrows it across this call
+        // (the arguments are decoded, the result is written afterwards).
+        unsafe { core::ptr::write_bytes(addr as *mut u8, fill as u8, size as usize) };
+        pages += size / 4096;
+    }
+    pages
+}
+/// Calls whatever is at `addr`.
+fn jump_to(addr: u64) {
+    // SAFETY: faults on purpose (no page the guest may write is executable).
+    unsafe { core::arch::asm!("call {a}", a = in(reg) addr, clobber_abi("C")) }
+}
+/// Executes a `ret` placed on its own stack.
+fn exec_stack() {
+    let code = core::hint::black_box([0xc3u8; 16]);
+    jump_to(code.as_ptr() as u64);
+}
+
+/// Logs until the deadline.
+fn log_forever() -> u64 {
+    let mut n = 0u64;
+    loop {
+        glint_guest::println!("flood {n}");
+        n = n.wrapping_add(1);
+    }
+}
+/// `n` host calls to `add`.
+fn host_calls(n: u64) -> Result<u64, HostCallError> {
+    for i in 0..n {
+        let r: i32 = glint_guest::host::call("add", (1, 2))?;
+        if r != 3 {
+            panic!("host call {i} returned {r}");
+        }
+    }
+    Ok(n)
+}
+/// Calls `name` with no arguments and propagates its error.
+fn host_call_named(name: String) -> Result<String, HostCallError> {
+    glint_guest::host::call(&name, ())
+}
+/// Calls `name` with one string (wrong arity or types for most host functions).
+fn host_call_str(name: String, a: String) -> Result<i32, HostCallError> {
+    glint_guest::host::call(&name, (a,))
+}
+/// Calls `name` with two strings.
+fn host_call_str2(name: String, a: String, b: String) -> Result<i32, HostCallError> {
+    glint_guest::host::call(&name, (a, b))
+}
+/// Sends `len` bytes to `name`, reporting what came back.
+fn host_call_bytes(name: String, len: u64) -> String {
+    match glint_guest::host::call::<u64, _>(&name, (vec![0xabu8; len as usize],)) {
+        Ok(v) => format!("ok:{v}"),
+        Err(e) => format!("err:{}:{}", e.code, e.message),
+    }
+}
+/// Asks `name` for bytes, reporting their length or the error.
+fn host_fetch_bytes(name: String) -> String {
+    match glint_guest::host::call::<Vec<u8>, _>(&name, ()) {
+        Ok(v) => format!("ok:{}", v.len()),
+        Err(e) => format!("err:{}:{}", e.code, e.message),
+    }
+}
+/// Calls `sleep_ms`, then logs and changes state: visible if the host ever resumed it.
+fn host_sleep_then_log(ms: u32) -> Result<u32, HostCallError> {
+    let r: u32 = glint_guest::host::call("sleep_ms", (ms,))?;
+    STATE.store(0xdead, Ordering::Relaxed);
+    glint_guest::println!("resumed after the host call");
+    Ok(r)
+}
+/// Sends `len` bytes of 0xAA to `keep`, scribbles 0x55 over the whole output buffer (where the
+/// request was), then sends 16 bytes of 0xBB.
+fn host_keep_then_scribble(len: u64) -> Result<u64, HostCallError> {
+    let first: u64 = glint_guest::host::call("keep", (vec![0xaau8; len as usize],))?;
+    let b = boot();
+    // SAFETY: the output buffer is guest memory nothing borrows between host calls.
+    unsafe { core::ptr::write_bytes(b.output_addr as *mut u8, 0x55, b.output_size as usize) };
+    let second: u64 = glint_guest::host::call("keep", (vec![0xbbu8; 16],))?;
+    Ok(first + second)
+}
+/// Pure computation for about `n` iterations.
+fn busy(n: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc = core::hint::black_box(acc.wrapping_mul(31).wrapping_add(i));
+    }
+    acc
+}
+
 glint_guest::exports!(
     secrets_set,
     secrets_get,
@@ -203,4 +464,40 @@ glint_guest::exports!(
     spin,
     recurse,
     exec_heap,
+    boot_info,
+    raw_frame,
+    port_out,
+    port_in,
+    cpuid,
+    wrmsr,
+    rdmsr,
+    dr7_write,
+    swapgs,
+    xsetbv,
+    x87_cw_set,
+    x87_cw_get,
+    ymm_set,
+    ymm_get,
+    zmm_set,
+    zmm_get,
+    fsbase_set,
+    fsbase_get,
+    gsbase_set,
+    gsbase_get,
+    big_stack_array,
+    alloc_bytes,
+    alloc_until_oom,
+    dirty_memory,
+    jump_to,
+    exec_stack,
+    log_forever,
+    host_calls,
+    host_call_named,
+    host_call_str,
+    host_call_str2,
+    host_call_bytes,
+    host_fetch_bytes,
+    host_sleep_then_log,
+    host_keep_then_scribble,
+    busy,
 );
