@@ -105,3 +105,46 @@ fn usage_errors() {
     assert_eq!(glint(&["run", "x", "y", "--timeout-ms", "soon"]).status.code(), Some(2));
     assert!(glint(&["--help"]).status.success());
 }
+
+#[test]
+fn every_hostile_guest_the_cli_can_express_fails_cleanly() {
+    require_kvm!();
+    let guest = glint_guest_artifacts::TESTGUEST;
+    // (function, arguments): each must end with status 1, one line on stderr, no hang.
+    let cases: &[(&str, &[&str])] = &[
+        ("panics", &["boom"]),
+        ("ud2", &[]),
+        ("read_unmapped", &["0"]),
+        ("write_code", &[]),
+        ("gp_fault", &[]),
+        ("privileged", &[]),
+        ("divide_error", &[]),
+        ("breakpoint", &[]),
+        ("exec_heap", &[]),
+        ("exec_stack", &[]),
+        ("recurse", &["1000000"]),
+        ("big_stack_array", &["3"]),
+        ("alloc_until_oom", &["4096"]),
+        ("wrmsr", &["3221225730", "1"]),
+        ("rdmsr", &["3221225730"]),
+        ("dr7_write", &["1"]),
+        ("swapgs", &[]),
+        ("xsetbv", &["7"]),
+        ("port_in", &["224"]),
+        ("spin", &[]),
+        ("log_forever", &[]),
+    ];
+    for (function, args) in cases {
+        let mut argv = vec!["run", guest, function];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--timeout-ms", "300"]);
+        let out = glint(&argv);
+        if out.status.code() == Some(2) {
+            // The function's signature differs from what this table assumed: say which.
+            panic!("{function}: usage error {:?}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(out.status.code(), Some(1), "{function}: {out:?}");
+        let line = stderr_line(&out);
+        assert!(line.len() < 600, "{function}: {line}");
+    }
+}
