@@ -50,4 +50,4 @@ pub use sandbox::{
     CallStats, Export, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder, SandboxPool,
     Snapshot, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
 };
-pub use vmm::interrupt::InterruptHandle;
+pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};

@@ -247,3 +247,42 @@ fn typed_handles_work_on_every_sandbox_of_the_image() {
     let mut hello = test_builder().build(&common::hello()).unwrap().init().unwrap();
     assert!(matches!(add.call(&mut hello, (1,)), Err(Error::NoSuchFunction { .. })));
 }
+
+#[test]
+fn host_functions_see_a_kill_or_deadline_through_call_cancelled() {
+    require_kvm!();
+    // A host function that waits for the cancel token instead of blocking blindly.
+    let waiter = || -> Result<String, std::io::Error> {
+        let start = std::time::Instant::now();
+        while !glint::call_cancelled() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                return Ok("never cancelled".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(std::io::Error::other("cancelled"))
+    };
+    assert!(!glint::call_cancelled(), "outside a call nothing is cancelled");
+    let mut sb = test_builder().host_fn("wait", waiter).build(&testguest()).unwrap().init().unwrap();
+    let probe = sb.typed_fn::<(String,), String>("host_probe").unwrap();
+
+    sb.set_call_timeout(Some(std::time::Duration::from_millis(100)));
+    let start = std::time::Instant::now();
+    assert!(matches!(probe.call(&mut sb, ("wait".into(),)), Err(Error::Timeout(_))));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "the host function saw the deadline");
+
+    sb.reset().unwrap();
+    sb.set_call_timeout(None);
+    let handle = sb.interrupt_handle();
+    let killer = std::thread::spawn(move || {
+        while !handle.kill() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let start = std::time::Instant::now();
+    assert!(matches!(probe.call(&mut sb, ("wait".into(),)), Err(Error::Cancelled)));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "the host function saw the kill");
+    killer.join().unwrap();
+    sb.reset().unwrap();
+    assert_eq!(probe.call(&mut sb, ("hello".into(),)).unwrap(), "ok:hi from the host");
+}

@@ -113,7 +113,7 @@ impl UninitSandbox {
                 layout,
                 image,
                 shared,
-                control: CallControl::new(),
+                control: CallControl::new()?,
                 poisoned: None,
                 base: 0,
                 at_return: false,

@@ -65,7 +65,7 @@ impl Template {
             layout,
             image: self.image.clone(),
             shared: self.shared.clone(),
-            control: CallControl::new(),
+            control: CallControl::new()?,
             poisoned: None,
             written: self.nonzero.clone(),
             base: self.snapshot.id(),

@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Why a call was stopped.
@@ -64,14 +64,60 @@ thread_local! {
     static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
     /// Generation of the call this thread is running, or 0.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// The call this thread is running, for `call_cancelled` (never touched by the handler).
+    static CURRENT_CALL: std::cell::RefCell<Option<(Weak<CallControl>, u64)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the guest call this thread is serving has been stopped: killed through an
+/// [`InterruptHandle`], or past its deadline. `false` outside a call.
+///
+/// This is the cancel token of host functions: one that waits or works for long should poll it
+/// and return early (an error, say). The stop takes effect when the host function returns,
+/// whatever it returns; the guest is not resumed.
+pub fn call_cancelled() -> bool {
+    CURRENT_CALL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|(control, generation)| {
+                control.upgrade().map(|c| c.stopped.load(Ordering::Acquire) == *generation)
+            })
+            .unwrap_or(false)
+    })
 }
 
 fn kick_signal() -> libc::c_int {
-    libc::SIGRTMIN() + KICK_SIGNAL_OFFSET
+    libc::SIGRTMIN() + KICK_SIGNAL_OFFSET.load(Ordering::Relaxed)
 }
 
-/// Offset from SIGRTMIN of the signal we use (glibc reserves none above SIGRTMIN itself).
-const KICK_SIGNAL_OFFSET: libc::c_int = 2;
+/// Offset from SIGRTMIN of the signal we use; see [`set_interrupt_signal_offset`].
+static KICK_SIGNAL_OFFSET: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(2);
+/// Set once the handler is installed; the signal cannot change after that.
+static INSTALLED: OnceLock<()> = OnceLock::new();
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+/// Chooses the real-time signal glint sends to interrupt a running call: `SIGRTMIN + offset`
+/// (2 unless changed). For embedders that use that signal themselves. Call it before the first
+/// sandbox is created; the signal is process-wide and fixed from then on.
+///
+/// # Errors
+/// [`crate::Error::InvalidConfig`] when `offset` is outside `SIGRTMIN..=SIGRTMAX` or a sandbox
+/// was already created.
+pub fn set_interrupt_signal_offset(offset: i32) -> Result<(), crate::Error> {
+    let invalid = |detail: String| crate::Error::InvalidConfig { what: "interrupt signal", detail };
+    let _installing = lock(&INSTALLING);
+    if INSTALLED.get().is_some() {
+        return Err(invalid(format!(
+            "already SIGRTMIN+{}; choose it before creating a sandbox",
+            KICK_SIGNAL_OFFSET.load(Ordering::Relaxed)
+        )));
+    }
+    if offset < 0 || libc::SIGRTMIN() + offset > libc::SIGRTMAX() {
+        return Err(invalid(format!("SIGRTMIN+{offset} is not a real-time signal")));
+    }
+    KICK_SIGNAL_OFFSET.store(offset, Ordering::Relaxed);
+    Ok(())
+}
 
 extern "C" fn on_kick(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; `si_value` is the
@@ -92,23 +138,47 @@ extern "C" fn on_kick(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
     }
 }
 
-fn install_handler() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // SAFETY: a zeroed sigaction is a valid starting point; we set the handler, SA_SIGINFO
-        // (no SA_RESTART, so KVM_RUN returns EINTR) and an empty mask. `on_kick` only touches
-        // thread-locals and one byte of memory, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO;
-            libc::sigemptyset(&mut sa.sa_mask);
-            let rc = libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
-            if rc != 0 {
-                tracing::error!("installing the vCPU kick signal handler failed: {}", std::io::Error::last_os_error());
-            }
+/// Installs the kick handler once per process, refusing to take over a signal that already has
+/// a handler of the embedder's.
+fn install_handler() -> Result<(), crate::Error> {
+    if INSTALLED.get().is_some() {
+        return Ok(());
+    }
+    let _installing = lock(&INSTALLING);
+    if INSTALLED.get().is_some() {
+        return Ok(());
+    }
+    let signal = kick_signal();
+    let offset = KICK_SIGNAL_OFFSET.load(Ordering::Relaxed);
+    // SAFETY: a zeroed sigaction is a valid value for both calls; the first only reads the
+    // current disposition into `old`. The new one sets our handler, SA_SIGINFO (no
+    // SA_RESTART, so KVM_RUN returns EINTR) and an empty mask; `on_kick` only touches
+    // thread-locals and one byte of memory, which is async-signal-safe.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+            return Err(crate::Error::Kvm { op: "sigaction", source: std::io::Error::last_os_error() });
         }
-    });
+        let ours = on_kick as *const () as usize;
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != ours {
+            return Err(crate::Error::InvalidConfig {
+                what: "interrupt signal",
+                detail: format!(
+                    "SIGRTMIN+{offset} already has a handler in this process; pick a free one with \
+                     glint::set_interrupt_signal_offset before creating sandboxes"
+                ),
+            });
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ours;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(signal, &sa, std::ptr::null_mut()) != 0 {
+            return Err(crate::Error::Kvm { op: "sigaction", source: std::io::Error::last_os_error() });
+        }
+    }
+    let _ = INSTALLED.set(());
+    Ok(())
 }
 
 /// Makes sure the kick signal is not blocked on this thread. Done at every call (one cheap
@@ -125,11 +195,11 @@ fn unblock_on_this_thread() {
 }
 
 impl CallControl {
-    pub(crate) fn new() -> Arc<CallControl> {
-        install_handler();
+    pub(crate) fn new() -> Result<Arc<CallControl>, crate::Error> {
+        install_handler()?;
         let control = Arc::new(CallControl::default());
         watchdog().register(&control);
-        control
+        Ok(control)
     }
 
     /// Marks the start of a call on this thread. `immediate_exit` must stay valid until the
@@ -137,8 +207,13 @@ impl CallControl {
     pub(crate) fn begin(self: &Arc<Self>, immediate_exit: *mut u8, timeout: Option<Duration>) -> CallGuard {
         unblock_on_this_thread();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        IMMEDIATE_EXIT.with(|c| c.set(immediate_exit));
-        GENERATION.with(|c| c.set(generation));
+        // A host function may call into another sandbox on this thread: keep the outer call's
+        // values and put them back when this call ends.
+        let outer = Outer {
+            immediate_exit: IMMEDIATE_EXIT.with(|c| c.replace(immediate_exit)),
+            generation: GENERATION.with(|c| c.replace(generation)),
+            call: CURRENT_CALL.with(|c| c.replace(Some((Arc::downgrade(self), generation)))),
+        };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
@@ -146,7 +221,7 @@ impl CallControl {
         if let Some(d) = deadline {
             watchdog().consider(d);
         }
-        CallGuard { control: Arc::clone(self), generation }
+        CallGuard { control: Arc::clone(self), generation, outer: Some(outer) }
     }
 
     /// Stops the running call, if there is one. Returns whether a call was running.
@@ -189,6 +264,15 @@ impl CallControl {}
 pub(crate) struct CallGuard {
     control: Arc<CallControl>,
     generation: u64,
+    outer: Option<Outer>,
+}
+
+/// The thread-local state of the call (if any) that was running on this thread when a call
+/// began, restored when it ends.
+struct Outer {
+    immediate_exit: *mut u8,
+    generation: u64,
+    call: Option<(Weak<CallControl>, u64)>,
 }
 
 impl CallGuard {
@@ -213,8 +297,13 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         *lock(&self.control.running) = None;
         self.control.in_guest.store(false, Ordering::Release);
-        GENERATION.with(|c| c.set(0));
-        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+        if let Some(outer) = self.outer.take() {
+            // A kick landing between these stores can at worst set `immediate_exit` of the
+            // other call's vCPU: a spurious EINTR, which its run loop re-checks and ignores.
+            GENERATION.with(|c| c.set(outer.generation));
+            IMMEDIATE_EXIT.with(|c| c.set(outer.immediate_exit));
+            CURRENT_CALL.with(|c| *c.borrow_mut() = outer.call);
+        }
     }
 }
 
