@@ -177,7 +177,7 @@ impl Inner {
 
     fn give_back(&self, mut sb: Sandbox) {
         // The caller may have changed the deadline; the next one gets the pool's.
-        sb.set_call_timeout(self.template_timeout());
+        sb.set_call_timeout(self.template.call_timeout());
         if self.config.restore_in_background {
             let mut s = self.lock();
             s.stats.lent -= 1;
@@ -192,10 +192,6 @@ impl Inner {
         if self.needs_create(&s) {
             self.work.notify_one();
         }
-    }
-
-    fn template_timeout(&self) -> Option<Duration> {
-        self.template.call_timeout()
     }
 }
 

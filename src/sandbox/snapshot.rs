@@ -91,8 +91,8 @@ impl Snapshot {
     }
 
     /// The same snapshot with its memory moved into a memfd that sandboxes can map
-    /// copy-on-write; returns the memfd too.
-    pub(crate) fn to_shared(&self) -> Result<(Snapshot, Arc<SharedMemory>), Error> {
+    /// copy-on-write; returns the memfd and the bitmap of its non-zero pages too.
+    pub(crate) fn to_shared(&self) -> Result<(Snapshot, Arc<SharedMemory>, Vec<u64>), Error> {
         let s = &self.inner;
         let pages = s.layout.memory_size / PAGE_SIZE;
         let mut present = vec![0u64; pages.div_ceil(64) as usize];
@@ -108,10 +108,10 @@ impl Snapshot {
             id: s.id,
             image: s.image,
             layout: s.layout,
-            pages: Pages::Shared { memory: Arc::clone(&memory), present },
+            pages: Pages::Shared { memory: Arc::clone(&memory), present: present.clone() },
             vcpu: Arc::clone(&s.vcpu),
         };
-        Ok((Snapshot { inner: Arc::new(inner) }, memory))
+        Ok((Snapshot { inner: Arc::new(inner) }, memory, present))
     }
 
     pub(crate) fn id(&self) -> u64 {

@@ -32,16 +32,7 @@ impl Template {
     pub(crate) fn new(builder: &SandboxBuilder, image: &GuestImage) -> Result<Template, Error> {
         let _span = tracing::info_span!("template_create", image = image.id()).entered();
         let sandbox = builder.build(image)?.init()?;
-        let (snapshot, memory) = sandbox.initial.to_shared()?;
-        let pages = snapshot.layout().memory_size.div_ceil(glint_abi::layout::PAGE_SIZE);
-        let mut nonzero = vec![0u64; pages.div_ceil(64) as usize];
-        for p in 0..pages {
-            if snapshot.page(p).is_some() {
-                if let Some(w) = nonzero.get_mut((p / 64) as usize) {
-                    *w |= 1 << (p % 64);
-                }
-            }
-        }
+        let (snapshot, memory, nonzero) = sandbox.initial.to_shared()?;
         Ok(Template {
             image: image.clone(),
             shared: sandbox.core.shared.clone(),
