@@ -70,11 +70,9 @@ pub fn call<R: FromValue, A: Args>(name: &str, args: A) -> Result<R, HostCallErr
         return Err(local(alloc::format!("host function name exceeds {} bytes", wire::MAX_NAME_LEN)));
     }
 
-    let written = io::with_output(|buf| {
-        io::frame(buf, &mut |s| {
-            wire::put_host_call_head(s, name, A::COUNT)?;
-            args.encode(s)
-        })
+    let written = io::write_output(&mut |s| {
+        wire::put_host_call_head(s, name, A::COUNT)?;
+        args.encode(s)
     });
     if written.is_err() {
         return Err(local(String::from("host call arguments do not fit in the output buffer")));

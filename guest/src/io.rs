@@ -4,7 +4,7 @@
 //! guest is single-threaded and nothing interrupts it, so a buffer is borrowed only for the
 //! duration of one closure and never across a crossing.
 
-use glint_abi::wire::{self, DecodeError, Full, SliceSink};
+use glint_abi::wire::{self, DecodeError};
 
 #[cfg(target_os = "none")]
 pub(crate) use imp::*;
@@ -13,6 +13,7 @@ pub(crate) use imp::*;
 mod imp {
     use core::cell::UnsafeCell;
     use glint_abi::layout::BootInfo;
+    use glint_abi::wire::{Full, SliceSink};
 
     /// Boot info, written once by `rt::start` before anything reads it.
     pub(crate) struct BootCell(UnsafeCell<BootInfo>);
@@ -66,6 +67,11 @@ mod imp {
         f(buf)
     }
 
+    /// Writes one frame, the body produced by `body`, into the output buffer.
+    pub(crate) fn write_output(body: &mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>) -> Result<(), Full> {
+        with_output(|buf| super::wire::write_frame(buf, |s| body(s)).map(drop))
+    }
+
     /// Lends the whole input buffer to `f`.
     pub(crate) fn with_input<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         let b = boot();
@@ -75,14 +81,6 @@ mod imp {
         let buf = unsafe { core::slice::from_raw_parts(b.input_addr as *const u8, b.input_size as usize) };
         f(buf)
     }
-}
-
-/// Writes one frame into `buf`, or an error outcome if `body` does not fit.
-pub(crate) fn frame(
-    buf: &mut [u8],
-    body: &mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>,
-) -> Result<usize, Full> {
-    wire::write_frame(buf, |s| body(s))
 }
 
 /// The body of the frame in `buf`, checked against its size.

@@ -68,7 +68,7 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
     let mut registry = Registry::new();
     // SAFETY: `exports!` defines `__glint_exports` with exactly this signature.
     unsafe { __glint_exports(&mut registry) };
-    let table = io::with_output(|buf| io::frame(buf, &mut |s| registry.write_table(s)));
+    let table = io::write_output(&mut |s| registry.write_table(s));
     if table.is_err() {
         panic!("export table does not fit in the output buffer");
     }
@@ -79,22 +79,16 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
         // overwrite that buffer, which must not happen under a live reference.
         let call = io::with_input(|input| io::body(input).map(<[u8]>::to_vec));
         let written = match call {
-            Ok(body) => {
-                registry.dispatch(&body, &mut |encode| io::with_output(|buf| io::frame(buf, encode).map(|_| ())))
-            }
+            Ok(body) => registry.dispatch(&body, &mut |encode| io::write_output(encode)),
             Err(e) => {
                 let msg = alloc::format!("malformed call frame: {e}");
-                io::with_output(|buf| {
-                    io::frame(buf, &mut |s| wire::put_err(s, code::call::BAD_ARGUMENTS, msg.as_bytes())).map(|_| ())
-                })
+                io::write_output(&mut |s| wire::put_err(s, code::call::BAD_ARGUMENTS, msg.as_bytes()))
             }
         };
         if written.is_err() {
             let size = io::boot().output_size;
             let msg = alloc::format!("result does not fit in the {size}-byte output buffer");
-            let _ = io::with_output(|buf| {
-                io::frame(buf, &mut |s| wire::put_err(s, code::call::RESULT_TOO_LARGE, msg.as_bytes()))
-            });
+            let _ = io::write_output(&mut |s| wire::put_err(s, code::call::RESULT_TOO_LARGE, msg.as_bytes()));
         }
         io::cross(port::RETURN);
     }
