@@ -1,5 +1,5 @@
 //! Criterion benchmarks of glint's paths, each group next to the bare-KVM floor measured in the
-//! same run (`glint::floor`: KVM driven directly, no glint code). Read results as ratios to the
+//! same run (`glint_bench::floor`: KVM driven directly, no glint code). Read results as ratios to the
 //! floor; absolute figures drift on shared machines.
 //!
 //! Run: `cargo bench --bench calls` (add `-- --save-baseline NAME` to compare runs, or a filter
@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark harness")]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use glint::floor::{BareVm, FloorHost};
 use glint::{GuestImage, PoolConfig, SandboxBuilder, SandboxPool};
+use glint_bench::floor::{BareVm, FloorHost};
 use std::time::{Duration, Instant};
 
 fn image() -> GuestImage {
@@ -38,7 +38,7 @@ fn floor(c: &mut Criterion) {
             for _ in 0..iters {
                 dirty.round_trip().unwrap();
                 let t = Instant::now();
-                assert_eq!(dirty.restore().unwrap(), glint::floor::DIRTIED_PAGES);
+                assert_eq!(dirty.restore().unwrap(), glint_bench::floor::DIRTIED_PAGES);
                 total += t.elapsed();
             }
             total

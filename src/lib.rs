@@ -27,13 +27,11 @@
 //! Core types: [`GuestImage`] (a checked, shareable ELF), [`SandboxBuilder`] → [`UninitSandbox`]
 //! → [`Sandbox`], [`TypedFn`], [`InterruptHandle`], [`Snapshot`] and [`Error`]. For a fresh,
 //! isolated sandbox per call, [`SandboxPool`] keeps ready VMs made from a copy-on-write template
-//! of the initialised guest. [`floor`] and [`mod@bench`] measure glint against bare KVM.
+//! of the initialised guest.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod bench;
 mod error;
-pub mod floor;
 mod func;
 pub mod image;
 mod mem;
@@ -48,6 +46,6 @@ pub use image::{GuestImage, ImageError};
 pub use mem::MemoryConfig;
 pub use sandbox::{
     CallStats, Export, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder, SandboxPool,
-    Snapshot, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
+    Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
 };
 pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};

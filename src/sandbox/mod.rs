@@ -11,6 +11,7 @@ pub use builder::{Limits, LogRecord, SandboxBuilder, DEFAULT_CALL_TIMEOUT};
 pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use run::CallStats;
 pub use snapshot::Snapshot;
+pub use template::Template;
 
 use crate::func::host::HostFunctions;
 use crate::func::{GuestParams, GuestValue, Signature, TypedFn};

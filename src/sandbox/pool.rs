@@ -323,7 +323,7 @@ impl SandboxPool {
     }
 
     /// The template every sandbox of the pool is made from.
-    pub(crate) fn template(&self) -> &Template {
+    pub fn template(&self) -> &Template {
         &self.inner.template
     }
 

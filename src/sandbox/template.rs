@@ -10,8 +10,10 @@ use crate::vmm::Partition;
 use crate::Error;
 use std::sync::Arc;
 
-/// See the module docs.
-pub(crate) struct Template {
+/// An initialised guest captured once: sandboxes made from it start in its state without running
+/// the guest again, and share its memory copy-on-write (see the module docs). Cheap to share
+/// between threads; [`SandboxPool`](crate::SandboxPool) keeps one.
+pub struct Template {
     image: GuestImage,
     shared: Shared,
     snapshot: Snapshot,
@@ -28,8 +30,12 @@ impl std::fmt::Debug for Template {
 }
 
 impl Template {
-    /// Builds and initialises one sandbox of `image`, then captures it.
-    pub(crate) fn new(builder: &SandboxBuilder, image: &GuestImage) -> Result<Template, Error> {
+    /// Builds and initialises one sandbox of `image` with `builder`'s configuration, then
+    /// captures it.
+    ///
+    /// # Errors
+    /// Whatever building or initialising the sandbox fails with.
+    pub fn new(builder: &SandboxBuilder, image: &GuestImage) -> Result<Template, Error> {
         let _span = tracing::info_span!("template_create", image = image.id()).entered();
         let sandbox = builder.build(image)?.init()?;
         let (snapshot, memory, nonzero) = sandbox.initial.to_shared()?;
@@ -45,7 +51,10 @@ impl Template {
 
     /// A new sandbox in the template's state: a new VM mapping the template's memory
     /// copy-on-write, its vCPU set to the captured state. No guest code runs.
-    pub(crate) fn instantiate(&self) -> Result<Sandbox, Error> {
+    ///
+    /// # Errors
+    /// KVM failing to create the VM.
+    pub fn instantiate(&self) -> Result<Sandbox, Error> {
         let _span = tracing::info_span!("sandbox_from_template", image = self.image.id()).entered();
         let layout = *self.snapshot.layout();
         let mut partition = Partition::new(layout.memory_size, Some(&self.memory))?;
@@ -67,7 +76,7 @@ impl Template {
     }
 
     /// The image.
-    pub(crate) fn image(&self) -> &GuestImage {
+    pub fn image(&self) -> &GuestImage {
         &self.image
     }
 

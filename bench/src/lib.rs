@@ -7,13 +7,33 @@
 //! (writes one byte to that many pages of a 1 MiB area) and `spin() -> u64` (never returns).
 //! The `benchguest` in `guest/bins/test` exports all of them.
 
-use crate::floor::{BareVm, FloorHost};
-use crate::{Error, GuestImage, PoolConfig, SandboxBuilder, SandboxPool, WhenEmpty};
+#![deny(missing_docs)]
+
+pub mod floor;
+
+use floor::{BareVm, FloorError, FloorHost};
+use glint::{GuestImage, PoolConfig, SandboxBuilder, SandboxPool, WhenEmpty};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// Medians in microseconds (and derived figures) of one `glint bench` run.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Why a measurement could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// glint itself failed (building, calling, restoring a sandbox).
+    #[error(transparent)]
+    Glint(#[from] glint::Error),
+    /// The bare-KVM floor failed.
+    #[error("the bare-KVM floor failed")]
+    Floor(#[from] FloorError),
+    /// A measurement saw something other than what it measures.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// Medians in microseconds (and derived figures) of one `glint bench` run. Serialised with the
+/// keys `glint bench --json` prints, which scripts read: they are a contract.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Report {
     /// Bare KVM: create a VM and run it to its first CPL3 exit.
     pub floor_cold_us: f64,
@@ -34,14 +54,18 @@ pub struct Report {
     /// Restore after 4 dirtied pages, 64 MiB sandbox.
     pub restore_64mib_us: Option<f64>,
     /// Restore after 256 dirtied pages, smallest sandbox.
+    #[serde(rename = "restore_1mib_256_pages_us")]
     pub restore_1mib_256_us: Option<f64>,
     /// Restore after 256 dirtied pages, 64 MiB sandbox.
+    #[serde(rename = "restore_64mib_256_pages_us")]
     pub restore_64mib_256_us: Option<f64>,
     /// Pool take, `add`, give back (restore included), one thread.
     pub fresh_call_us: f64,
     /// Fresh calls per second on one thread.
+    #[serde(rename = "fresh_calls_per_sec_1_thread")]
     pub fresh_calls_per_sec_1: f64,
     /// Fresh calls per second on two threads.
+    #[serde(rename = "fresh_calls_per_sec_2_threads")]
     pub fresh_calls_per_sec_2: f64,
     /// From `InterruptHandle::kill` to the spinning call returning.
     pub kill_us: Option<f64>,
@@ -109,7 +133,7 @@ fn timed(samples: usize, mut f: impl FnMut() -> Result<Duration, Error>) -> Resu
     Ok(median(xs))
 }
 
-fn has(sandbox: &crate::Sandbox, name: &str) -> bool {
+fn has(sandbox: &glint::Sandbox, name: &str) -> bool {
     sandbox.signature(name).is_some()
 }
 
@@ -138,9 +162,9 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     let mut r = Report::default();
 
     // Floor.
-    r.floor_cold_us = timed_creation(n, || BareVm::new(&host, false))?;
+    r.floor_cold_us = timed_creation(n, || BareVm::new(&host, false).map_err(Error::from))?;
     let mut bare = BareVm::new(&host, false)?;
-    r.floor_call_us = per_run(n, 50, || bare.round_trip())?;
+    r.floor_call_us = per_run(n, 50, || bare.round_trip().map_err(Error::from))?;
     let mut dirty_bare = BareVm::new(&host, true)?;
     r.floor_restore_us = timed(n * 5, || {
         dirty_bare.round_trip()?;
@@ -158,11 +182,11 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     })?;
     let mut sb = builder.build(image)?.init()?;
     let add = sb.typed_fn::<(i32, i32), i32>("add")?;
-    r.warm_call_us = per_run(n, 50, || add.call(&mut sb, (2, 3)).map(drop))?;
+    r.warm_call_us = per_run(n, 50, || add.call(&mut sb, (2, 3)).map(drop).map_err(Error::from))?;
     if has(&sb, "host_calls") {
         let hc = sb.typed_fn::<(u32,), u32>("host_calls")?;
-        let zero = per_run(n, 10, || hc.call(&mut sb, (0,)).map(drop))?;
-        let hundred = per_run(n, 2, || hc.call(&mut sb, (100,)).map(drop))?;
+        let zero = per_run(n, 10, || hc.call(&mut sb, (0,)).map(drop).map_err(Error::from))?;
+        let hundred = per_run(n, 2, || hc.call(&mut sb, (100,)).map(drop).map_err(Error::from))?;
         r.host_call_us = Some((hundred - zero) / 100.0);
     }
 
@@ -205,13 +229,13 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     let pool = SandboxPool::new(&builder, image, config)?;
     pool.wait_ready(4, Duration::from_secs(10));
     let padd = pool.typed_fn::<(i32, i32), i32>("add")?;
-    r.fresh_call_us = per_run(n, 20, || pool.call_typed(&padd, (2, 3)).map(drop))?;
+    r.fresh_call_us = per_run(n, 20, || pool.call_typed(&padd, (2, 3)).map(drop).map_err(Error::from))?;
     let window = Duration::from_millis(600);
     r.fresh_calls_per_sec_1 = throughput(&pool, &padd, 1, window)?;
     r.fresh_calls_per_sec_2 = throughput(&pool, &padd, 2, window)?;
     r.sandbox_from_template_us = {
         let template = pool.template();
-        timed_creation(n, || template.instantiate())?
+        timed_creation(n, || template.instantiate().map_err(Error::from))?
     };
     drop(pool);
 
@@ -233,7 +257,7 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
 /// Fresh calls per second with `threads` callers sharing `pool`, over `window`.
 fn throughput(
     pool: &SandboxPool,
-    add: &crate::TypedFn<(i32, i32), i32>,
+    add: &glint::TypedFn<(i32, i32), i32>,
     threads: usize,
     window: Duration,
 ) -> Result<f64, Error> {
@@ -253,7 +277,7 @@ fn throughput(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::GuestCrashed { reason: "bench thread panicked".into() })))
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Unexpected("bench thread panicked".into()))))
             .collect::<Result<Vec<u64>, Error>>()
     })?;
     Ok(counts.iter().sum::<u64>() as f64 / start.elapsed().as_secs_f64())
@@ -270,8 +294,8 @@ fn kill_latency(image: &GuestImage, n: usize) -> Result<f64, Error> {
             while went.recv().is_ok() {
                 let r = spin.call(&mut sb, ());
                 let returned = Instant::now();
-                if !matches!(r, Err(Error::Cancelled)) {
-                    return Err(Error::GuestCrashed { reason: format!("spin returned {r:?}") });
+                if !matches!(r, Err(glint::Error::Cancelled)) {
+                    return Err(Error::Unexpected(format!("spin returned {r:?}, not Cancelled")));
                 }
                 sb.reset()?;
                 if done.send(returned).is_err() {
@@ -298,7 +322,7 @@ fn kill_latency(image: &GuestImage, n: usize) -> Result<f64, Error> {
             }
         }
         drop(go);
-        worker.join().unwrap_or_else(|_| Err(Error::GuestCrashed { reason: "kill bench thread panicked".into() }))?;
+        worker.join().unwrap_or_else(|_| Err(Error::Unexpected("kill bench thread panicked".into())))?;
         Ok(median(xs))
     })
 }
@@ -328,29 +352,7 @@ fn density(builder: &SandboxBuilder, image: &GuestImage, count: usize) -> Result
 impl Report {
     /// One JSON object, numbers in microseconds, `null` for what was skipped.
     pub fn to_json(&self) -> String {
-        let num = |v: f64| if v.is_finite() { format!("{v:.2}") } else { "null".into() };
-        let opt = |v: Option<f64>| v.map_or_else(|| "null".into(), num);
-        let fields = [
-            ("floor_cold_us", num(self.floor_cold_us)),
-            ("floor_call_us", num(self.floor_call_us)),
-            ("floor_restore_us", num(self.floor_restore_us)),
-            ("cold_start_us", num(self.cold_start_us)),
-            ("sandbox_from_template_us", num(self.sandbox_from_template_us)),
-            ("warm_call_us", num(self.warm_call_us)),
-            ("host_call_us", opt(self.host_call_us)),
-            ("restore_1mib_us", opt(self.restore_1mib_us)),
-            ("restore_64mib_us", opt(self.restore_64mib_us)),
-            ("restore_1mib_256_pages_us", opt(self.restore_1mib_256_us)),
-            ("restore_64mib_256_pages_us", opt(self.restore_64mib_256_us)),
-            ("fresh_call_us", num(self.fresh_call_us)),
-            ("fresh_calls_per_sec_1_thread", num(self.fresh_calls_per_sec_1)),
-            ("fresh_calls_per_sec_2_threads", num(self.fresh_calls_per_sec_2)),
-            ("kill_us", opt(self.kill_us)),
-            ("ready_sandboxes_per_gib", opt(self.ready_sandboxes_per_gib)),
-            ("private_kib_per_sandbox", opt(self.private_kib_per_sandbox)),
-        ];
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        format!("{{{}}}", body.join(","))
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
     }
 
     /// A table: each figure, the floor it is compared with, and the ratio.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 #[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

@@ -8,9 +8,9 @@
 //! same run on the same noisy machine.
 #![allow(unsafe_code, reason = "a raw mapping and a memory slot; each block argues its safety")]
 
-use crate::Error;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::io;
 
 const MEM: usize = 2 << 20;
 const PAGE: usize = 4096;
@@ -18,8 +18,26 @@ const PORT: u16 = 0x10;
 /// Pages the dirtying variant writes per round trip.
 pub const DIRTIED_PAGES: usize = 4;
 
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
-    move |e| Error::Kvm { op, source: std::io::Error::from_raw_os_error(e.errno()) }
+/// What can go wrong driving the bare VM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FloorError {
+    /// A KVM ioctl or a mapping failed.
+    #[error("{op} failed")]
+    Os {
+        /// The ioctl or system call.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bare VM left KVM_RUN some other way than its one `out`.
+    #[error("bare VM exited with {0}")]
+    UnexpectedExit(String),
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> FloorError {
+    move |e| FloorError::Os { op, source: io::Error::from_raw_os_error(e.errno()) }
 }
 
 /// The process's `/dev/kvm` handle and supported CPUID, opened once for all floor VMs.
@@ -33,10 +51,9 @@ impl FloorHost {
     /// Opens `/dev/kvm`.
     ///
     /// # Errors
-    /// [`Error::NoHypervisor`] or a failing ioctl.
-    pub fn new() -> Result<FloorHost, Error> {
-        let kvm =
-            Kvm::new().map_err(|e| Error::NoHypervisor { source: std::io::Error::from_raw_os_error(e.errno()) })?;
+    /// `/dev/kvm` cannot be opened, or a failing ioctl.
+    pub fn new() -> Result<FloorHost, FloorError> {
+        let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         let cpuid =
             kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         Ok(FloorHost { kvm, cpuid })
@@ -79,7 +96,7 @@ impl BareVm {
     ///
     /// # Errors
     /// A failing ioctl or mapping.
-    pub fn new(host: &FloorHost, dirty: bool) -> Result<BareVm, Error> {
+    pub fn new(host: &FloorHost, dirty: bool) -> Result<BareVm, FloorError> {
         let vm = host.kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         // SAFETY: a fresh anonymous private mapping with no address hint; checked below.
         let mem = unsafe {
@@ -93,7 +110,7 @@ impl BareVm {
             )
         };
         if mem == libc::MAP_FAILED {
-            return Err(Error::OutOfMemory { detail: std::io::Error::last_os_error().to_string() });
+            return Err(FloorError::Os { op: "mmap", source: io::Error::last_os_error() });
         }
         let mem = mem.cast::<u8>();
         let vcpu = match vm.create_vcpu(0) {
@@ -182,10 +199,10 @@ impl BareVm {
     ///
     /// # Errors
     /// KVM_RUN failing or the VM exiting any other way.
-    pub fn round_trip(&mut self) -> Result<(), Error> {
+    pub fn round_trip(&mut self) -> Result<(), FloorError> {
         match self.vcpu.run().map_err(kvm_err("KVM_RUN"))? {
             VcpuExit::IoOut(PORT, _) => Ok(()),
-            other => Err(Error::GuestCrashed { reason: format!("bare VM exited with {other:?}") }),
+            other => Err(FloorError::UnexpectedExit(format!("{other:?}"))),
         }
     }
 
@@ -194,7 +211,7 @@ impl BareVm {
     ///
     /// # Errors
     /// KVM_GET_DIRTY_LOG failing.
-    pub fn restore(&mut self) -> Result<usize, Error> {
+    pub fn restore(&mut self) -> Result<usize, FloorError> {
         let bitmap = self.vm.get_dirty_log(0, MEM).map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
         let mut pages = 0;
         for (w, &bits) in bitmap.iter().enumerate() {

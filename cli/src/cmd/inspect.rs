@@ -1,0 +1,62 @@
+//! `glint inspect <GUEST>`
+
+use super::SandboxOptions;
+use crate::failure::Failure;
+use glint::GuestImage;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The guest image.
+    pub guest: PathBuf,
+    #[command(flatten)]
+    pub sandbox: SandboxOptions,
+    /// Print the description as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Function {
+    name: String,
+    signature: String,
+}
+
+#[derive(serde::Serialize)]
+struct Description {
+    abi_version: u32,
+    entry: u64,
+    position_independent: bool,
+    functions: Vec<Function>,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let image = GuestImage::from_file(&a.guest)?;
+    let sandbox = a.sandbox.builder().build(&image)?.init()?;
+    if a.json {
+        let d = Description {
+            abi_version: image.abi_version(),
+            entry: image.entry(),
+            position_independent: image.is_position_independent(),
+            functions: sandbox
+                .exports()
+                .iter()
+                .map(|e| Function { name: e.name.clone(), signature: e.signature.to_string() })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&d).unwrap_or_default());
+        return Ok(());
+    }
+    println!("guest:     {}", a.guest.display());
+    println!("abi:       version {}", image.abi_version());
+    println!(
+        "entry:     {:#x} ({})",
+        image.entry(),
+        if image.is_position_independent() { "position-independent, relocated" } else { "static" }
+    );
+    println!("functions:");
+    for e in sandbox.exports() {
+        println!("  {}{}", e.name, e.signature);
+    }
+    Ok(())
+}

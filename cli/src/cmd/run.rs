@@ -1,0 +1,65 @@
+//! `glint run <GUEST> <FUNCTION> [ARG...]`
+
+use super::SandboxOptions;
+use crate::failure::Failure;
+use crate::values;
+use glint::{Error, GuestImage};
+use std::path::PathBuf;
+
+/// Arguments are parsed by the function's declared parameter types: integers and floats in
+/// decimal, bool as true/false, String as given, Vec<u8> as hex (e.g. 0a0bff). `--` ends options.
+#[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
+pub struct Args {
+    /// The guest image (a static x86-64 ELF built with glint-guest).
+    pub guest: PathBuf,
+    /// The exported function to call.
+    pub function: String,
+    /// Its arguments, one per parameter.
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub sandbox: SandboxOptions,
+    /// Print `{"function", "type", "result"}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Output<'a> {
+    function: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    result: serde_json::Value,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let image = GuestImage::from_file(&a.guest)?;
+    let mut sandbox = a.sandbox.builder().build(&image)?.init()?;
+    let sig = sandbox
+        .signature(&a.function)
+        .cloned()
+        .ok_or_else(|| Failure::from(Error::NoSuchFunction { name: a.function.clone() }))?;
+    if a.args.len() != sig.params.len() {
+        return Err(Failure::usage(format!(
+            "`{}` takes {} argument(s) {sig}, got {}",
+            a.function,
+            sig.params.len(),
+            a.args.len()
+        )));
+    }
+    let args = sig
+        .params
+        .iter()
+        .zip(&a.args)
+        .enumerate()
+        .map(|(i, (ty, s))| values::parse(*ty, s, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let result = sandbox.call(&a.function, &args)?;
+    if a.json {
+        let out = Output { function: &a.function, ty: sig.result.name(), result: values::to_json(&result) };
+        println!("{}", serde_json::to_string(&out).unwrap_or_default());
+    } else if result != glint::Value::Unit {
+        println!("{result}");
+    }
+    Ok(())
+}
