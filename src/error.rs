@@ -182,7 +182,104 @@ pub enum Error {
     },
 }
 
+/// The stable classification of an [`Error`], for callers that map errors to responses (an HTTP
+/// status, an exit code, an audit event) without matching every variant. New variants of
+/// [`Error`] fall into one of these; the set itself changes only with a major version.
+///
+/// | kind | what happened | `glint serve` answers |
+/// | --- | --- | --- |
+/// | `GuestFault` | the guest raised a CPU exception, touched memory it has not, or crashed | 500 |
+/// | `GuestError` | the guest panicked, or its function returned an error of its own | 500 |
+/// | `Timeout` | the call ran past its deadline | 504 |
+/// | `Killed` | the call was stopped through an [`InterruptHandle`](crate::InterruptHandle) | 503 |
+/// | `ResourceLimit` | a limit was hit: host calls, memory, file descriptors, pool exhausted | 503 |
+/// | `ImageRefused` | the guest image (or a snapshot of it) was refused | 500 at start |
+/// | `BadRequest` | the caller asked wrongly: unknown function, wrong signature, arguments too large | 400 / 404 |
+/// | `HostFunction` | a host function failed (or is missing) and the guest call failed after it | 502 |
+/// | `HostUnavailable` | this host cannot run sandboxes: no KVM, a missing capability | 503 |
+/// | `Internal` | a glint bug or an unexpected OS failure | 500 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The guest raised a CPU exception or crashed.
+    GuestFault,
+    /// The guest panicked or its function returned an error.
+    GuestError,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The call was killed.
+    Killed,
+    /// A resource limit was reached.
+    ResourceLimit,
+    /// The image was refused.
+    ImageRefused,
+    /// The caller's request was wrong.
+    BadRequest,
+    /// A host function failed.
+    HostFunction,
+    /// The host cannot run sandboxes.
+    HostUnavailable,
+    /// A bug or unexpected OS failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short stable name (`guest_fault`, `timeout`, ...) for logs, metrics labels and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::GuestFault => "guest_fault",
+            ErrorKind::GuestError => "guest_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Killed => "killed",
+            ErrorKind::ResourceLimit => "resource_limit",
+            ErrorKind::ImageRefused => "image_refused",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::HostFunction => "host_function",
+            ErrorKind::HostUnavailable => "host_unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
+    /// The stable classification of this error (see [`ErrorKind`]). Exhaustive on purpose.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::GuestFault(_)
+            | Error::GuestCrashed { .. }
+            | Error::MemoryViolation { .. }
+            | Error::Protocol { .. } => ErrorKind::GuestFault,
+            Error::GuestPanic { .. } | Error::GuestFunction { .. } => ErrorKind::GuestError,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Cancelled => ErrorKind::Killed,
+            Error::LimitExceeded { .. } | Error::OutOfMemory { .. } | Error::PoolExhausted { .. } => {
+                ErrorKind::ResourceLimit
+            }
+            Error::Kvm { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) =>
+            {
+                ErrorKind::ResourceLimit
+            }
+            Error::Image(_) | Error::SnapshotMismatch { .. } => ErrorKind::ImageRefused,
+            Error::InvalidConfig { .. }
+            | Error::NoSuchFunction { .. }
+            | Error::SignatureMismatch { .. }
+            | Error::ArgumentsTooLarge { .. }
+            | Error::Poisoned { .. } => ErrorKind::BadRequest,
+            Error::HostFunction { .. } | Error::NoSuchHostFunction { .. } | Error::HostFunctionPanicked { .. } => {
+                ErrorKind::HostFunction
+            }
+            Error::NoHypervisor { .. } | Error::MissingCapability { .. } => ErrorKind::HostUnavailable,
+            Error::Kvm { .. } | Error::GuestMemory { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Whether this error leaves the sandbox poisoned. Exhaustive on purpose: a new variant must
     /// decide.
     pub fn poisons(&self) -> bool {

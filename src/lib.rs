@@ -38,7 +38,7 @@ mod mem;
 mod sandbox;
 mod vmm;
 
-pub use error::{Error, FaultKind, GuestFault};
+pub use error::{Error, ErrorKind, FaultKind, GuestFault};
 pub use func::host::BoxError;
 pub use func::{GuestParams, GuestValue, HostFunction, HostResult, Signature, TypedFn};
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
