@@ -6,6 +6,8 @@
 
 mod cmd;
 mod failure;
+mod logging;
+mod serve;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Serve functions over HTTP, each request in a freshly restored VM.
+    Serve(cmd::serve::Args),
 }
 
 fn version() -> String {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
