@@ -219,7 +219,7 @@ async fn dispatch(
                 return Err(Failure::MethodNotAllowed { allow: "POST" });
             }
             let export = matched.param("export").unwrap_or_default().to_owned();
-            let allowed = exports.as_ref().is_none_or(|list| list.iter().any(|e| *e == export));
+            let allowed = exports.as_ref().is_none_or(|list| list.contains(&export));
             let sig = f
                 .runtime
                 .signature(&export)
