@@ -215,12 +215,16 @@ impl FunctionCaps {
             .variables
             .get(name)
             .map(|r| r.value.clone())
-            .ok_or_else(|| CapsError::UnknownVariable { name: name.to_owned() });
+            .ok_or_else(|| CapsError::UnknownVariable { name: self.inner.redactor.redact(name).into_owned() });
         self.observe(abi::VARIABLES_GET, result)
     }
 
     fn granted_store(&self, store: &str) -> Result<&Store, CapsError> {
-        self.inner.stores.get(store).ok_or_else(|| CapsError::UnknownStore { store: store.to_owned() })
+        // The names are the guest's: one may hold a secret it read, so they are redacted too.
+        self.inner
+            .stores
+            .get(store)
+            .ok_or_else(|| CapsError::UnknownStore { store: self.inner.redactor.redact(store).into_owned() })
     }
 
     /// `glint:kv/get@1`.
