@@ -18,6 +18,7 @@ pub mod conn;
 pub mod front;
 pub mod handler;
 pub mod limits;
+pub mod loadgen;
 pub mod manifest;
 pub mod metrics;
 pub mod respond;
