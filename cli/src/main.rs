@@ -4,6 +4,10 @@
 //! 1 the guest failed (fault, panic, timeout, its own error), 2 usage or arguments, 3 the guest
 //! file is unreadable or refused, 4 the host cannot run sandboxes (KVM).
 
+// Doc comments of the argument structs are clap's help text, written for a terminal, where
+// `<GUEST>` and `Vec<u8>` read as they are.
+#![allow(rustdoc::invalid_html_tags, reason = "doc comments are terminal help text")]
+
 mod cmd;
 mod failure;
 mod logging;

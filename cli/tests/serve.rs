@@ -30,7 +30,7 @@ fn every_status_of_the_table_on_typed_calls() {
     require_kvm!();
     let manifest = [
         testguest_fn("t", "/t", "timeout_ms = 300\nmax_response_bytes = 1024"),
-        testguest_fn("full", "/full", "max_concurrency = 1\nqueue = 0"),
+        support::http_fn("full", "/fetch", "max_concurrency = 1\nqueue = 0\ntimeout_ms = 120000"),
         "[server]\nmax_body_bytes = 4096\n".to_owned(),
     ]
     .concat();
@@ -58,15 +58,17 @@ fn every_status_of_the_table_on_typed_calls() {
     check(&s.post("/t/call/returns_err", "[\"no\"]"), 500, "guest_error");
     check(&s.post("/t/call/make_bytes", "[2000, 7]"), 500, "response_too_large");
     check(&s.post("/t/call/spin", "[]"), 504, "timeout");
-    // 503: the function `full` runs one request and queues none; hold it with a slow call.
-    let n = support::busy_iterations(&s, "/full/call/busy", std::time::Duration::from_secs(3));
+    // 503: the function `full` runs one request and queues none; a gated upstream holds it.
+    let gate = support::Gate::start();
     let addr = s.addr;
-    let slow = std::thread::spawn(move || request(addr, "POST", "/full/call/busy", &[], format!("[{n}]").as_bytes()));
-    s.wait_metric("glint_requests_in_flight{function=\"full\"}", 1.0);
-    let r = s.post("/full/call/busy", "[1]");
+    let held_path = gate.fetch_path();
+    let held = std::thread::spawn(move || request(addr, "GET", &held_path, &[], b""));
+    gate.wait_held(1);
+    let r = request(s.addr, "GET", &gate.fetch_path(), &[], b"");
     check(&r, 503, "overloaded");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(slow.join().unwrap().status, 200);
+    gate.open();
+    assert_eq!(held.join().unwrap().text(), "released\n");
     // The log has the details the client did not get.
     let log = s.log();
     assert!(log.contains("invalid opcode") && log.contains("the secret is 42"), "{log}");

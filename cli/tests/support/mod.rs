@@ -317,13 +317,80 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// A `busy` iteration count that takes at least about `target` in the guest here: measured
-/// once through the server (the machine is shared and its speed varies).
-pub fn busy_iterations(server: &Server, path: &str, target: Duration) -> u64 {
-    let n = 20_000_000u64;
-    let start = Instant::now();
-    let r = server.post(path, &format!("[{n}]"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    let per = start.elapsed().as_secs_f64() / n as f64;
-    ((target.as_secs_f64() / per.max(1e-10)) as u64).clamp(n, 50_000_000_000)
+/// An upstream HTTP server on 127.0.0.1 that holds every request until [`Gate::open`]: guest
+/// calls that fetch from it (the example HTTP guest's `/fetch?url=`) stay in flight exactly as
+/// long as a test wants, whatever the machine's speed.
+pub struct Gate {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>,
+}
+
+impl Gate {
+    pub fn start() -> Gate {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new((std::sync::Mutex::new((false, 0usize)), std::sync::Condvar::new()));
+        let shared = std::sync::Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let shared = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let (lock, cv) = &*shared;
+                    let mut s = lock.lock().unwrap();
+                    s.1 += 1;
+                    cv.notify_all();
+                    let end = Instant::now() + PATIENCE;
+                    while !s.0 && Instant::now() < end {
+                        s = cv.wait_timeout(s, Duration::from_millis(50)).unwrap().0;
+                    }
+                    drop(s);
+                    let _ =
+                        write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nreleased\n");
+                });
+            }
+        });
+        Gate { addr, state }
+    }
+
+    /// Waits until `n` requests are held.
+    pub fn wait_held(&self, n: usize) {
+        let (lock, cv) = &*self.state;
+        let end = Instant::now() + PATIENCE;
+        let mut s = lock.lock().unwrap();
+        while s.1 < n {
+            assert!(Instant::now() < end, "only {} requests reached the gate", s.1);
+            s = cv.wait_timeout(s, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+
+    /// Lets every held (and later) request through.
+    pub fn open(&self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap().0 = true;
+        cv.notify_all();
+    }
+
+    /// The path that makes the example HTTP guest fetch from the gate.
+    pub fn fetch_path(&self) -> String {
+        format!("/fetch?url=http://{}/held", self.addr)
+    }
+}
+
+/// A `[[function]]` of the example HTTP guest with every capability it imports granted (outbound
+/// to any 127.0.0.1 port, with a timeout beyond the patience) and extra lines.
+pub fn http_fn(name: &str, route: &str, extra: &str) -> String {
+    format!(
+        "[[function]]\nname = \"{name}\"\nimage = \"{}\"\nroute = \"{route}\"\nkind = \"http\"\n{extra}\n\
+capabilities = {{ clock = true, random = true, key_value_stores = [\"default\"], allowed_outbound_hosts = [\"http://127.0.0.1:*\"], outbound_timeout_ms = 120000 }}\n\
+variables = {{ greeting = \"Hello\" }}\n",
+        glint_guest_artifacts::HTTP
+    )
 }
