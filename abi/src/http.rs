@@ -382,7 +382,10 @@ mod tests {
         let mut v = Vec::new();
         put_response(&mut v, 404, [("x-a", &b"1"[..])], b"nope").unwrap();
         let expected: &[u8] = &[
-            0x94, 1, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, b'x', b'-', b'a', 1, 0, 0, 0, b'1', 4, 0, 0, 0, b'n', b'o', b'p', b'e',
+            0x94, 1, 0, 0, // status 404
+            1, 0, 0, 0, // one header
+            3, 0, 0, 0, b'x', b'-', b'a', 1, 0, 0, 0, b'1', // name, value
+            4, 0, 0, 0, b'n', b'o', b'p', b'e', // body
         ];
         assert_eq!(v, expected);
     }
