@@ -378,6 +378,19 @@ mod tests {
     }
 
     #[test]
+    fn response_layout_is_the_documented_one() {
+        let mut v = Vec::new();
+        put_response(&mut v, 404, [("x-a", &b"1"[..])], b"nope").unwrap();
+        let expected: &[u8] = &[
+            0x94, 1, 0, 0, // status 404
+            1, 0, 0, 0, // one header
+            3, 0, 0, 0, b'x', b'-', b'a', 1, 0, 0, 0, b'1', // name, value
+            4, 0, 0, 0, b'n', b'o', b'p', b'e', // body
+        ];
+        assert_eq!(v, expected);
+    }
+
+    #[test]
     fn response_round_trips() {
         let mut v = Vec::new();
         put_response(&mut v, 404, [("x-a", &b"1"[..])], b"nope").unwrap();

@@ -21,6 +21,9 @@ pub enum Quota {
     },
     /// Outbound HTTP requests one request (one guest call) may make.
     OutboundRequests,
+    /// The same limit, counted for calls made outside any
+    /// [`enter_request`](crate::enter_request): since the function was registered.
+    OutboundRequestsUnscoped,
 }
 
 impl Quota {
@@ -28,7 +31,7 @@ impl Quota {
     pub fn rule(&self) -> &'static str {
         match self {
             Quota::KvBytes { .. } => "quota.kv_bytes",
-            Quota::OutboundRequests => "quota.outbound_requests",
+            Quota::OutboundRequests | Quota::OutboundRequestsUnscoped => "quota.outbound_requests",
         }
     }
 }
@@ -38,6 +41,9 @@ impl fmt::Display for Quota {
         match self {
             Quota::KvBytes { store } => write!(f, "key-value bytes of store {store:?}"),
             Quota::OutboundRequests => f.write_str("outbound requests per request"),
+            Quota::OutboundRequestsUnscoped => {
+                f.write_str("outbound requests outside a request scope (counted since registration)")
+            }
         }
     }
 }

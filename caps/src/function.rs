@@ -291,11 +291,8 @@ impl FunctionCaps {
         let limit = i.max_outbound_requests;
         scope::with_request(&i.ambient, |s| {
             if s.usage.outbound_requests >= limit {
-                return Err(CapsError::QuotaExceeded {
-                    quota: Quota::OutboundRequests,
-                    limit: u64::from(limit),
-                    needed: None,
-                });
+                let quota = if s.context.is_some() { Quota::OutboundRequests } else { Quota::OutboundRequestsUnscoped };
+                return Err(CapsError::QuotaExceeded { quota, limit: u64::from(limit), needed: None });
             }
             s.usage.outbound_requests = s.usage.outbound_requests.saturating_add(1);
             Ok(())

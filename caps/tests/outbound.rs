@@ -130,9 +130,16 @@ fn the_outbound_limit_counts_per_request() {
         let usage = guard.finish();
         assert_eq!((usage.outbound_requests, usage.denials), (2, 1));
     }
-    assert_eq!(upstream.hits(), 4);
+    // Outside any request the limit counts since registration, and says so.
+    send().unwrap();
+    send().unwrap();
+    let e = send().unwrap_err();
+    assert!(matches!(e, CapsError::QuotaExceeded { quota: Quota::OutboundRequestsUnscoped, .. }), "{e}");
+    assert!(e.to_string().contains("outside a request scope"), "{e}");
+    assert_eq!(upstream.hits(), 6);
     let denials = denials.lock().unwrap();
-    assert_eq!(denials.iter().map(|d| d.request_id.as_deref().unwrap()).collect::<Vec<_>>(), ["req-0", "req-1"]);
+    let ids: Vec<_> = denials.iter().map(|d| d.request_id.as_deref()).collect();
+    assert_eq!(ids, [Some("req-0"), Some("req-1"), None]);
     assert!(denials.iter().all(|d| d.rule == "quota.outbound_requests"));
 }
 

@@ -278,3 +278,35 @@ fn secrets_stay_out_of_logs_errors_and_debug_output() {
         assert!(CapsError::find(&failed).is_some());
     }
 }
+
+#[test]
+fn many_guests_writing_one_key_at_once_leave_one_whole_value() {
+    require_kvm!();
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), 1 << 20);
+    let caps = FunctionCaps::new("http", &grants(&upstream), &vars(), &ctx).unwrap();
+    let builder = caps.register(SandboxBuilder::new());
+    let last_values: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let builder = builder.clone();
+                s.spawn(move || {
+                    let mut sb = builder.build(&image()).unwrap().init().unwrap();
+                    let mut last = Vec::new();
+                    for i in 0..10 {
+                        last = format!("writer {t} write {i} {}", "y".repeat(t * 13 + i)).into_bytes();
+                        assert_eq!(call(&mut sb, "PUT", "/kv/shared", &[], &last).status, 204);
+                    }
+                    last
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let store = caps.store("default").unwrap();
+    let value = store.get("shared").unwrap().unwrap();
+    assert!(last_values.contains(&value), "the winner is some writer's last write, whole");
+    let (usage, counted) = (store.usage().unwrap(), store.recount().unwrap());
+    assert_eq!((usage.bytes, usage.keys, usage.seq), (counted.bytes, 1, 40));
+}
