@@ -4,8 +4,14 @@
 //! 1 the guest failed (fault, panic, timeout, its own error), 2 usage or arguments, 3 the guest
 //! file is unreadable or refused, 4 the host cannot run sandboxes (KVM).
 
+// Doc comments of the argument structs are clap's help text, written for a terminal, where
+// `<GUEST>` and `Vec<u8>` read as they are.
+#![allow(rustdoc::invalid_html_tags, reason = "doc comments are terminal help text")]
+
 mod cmd;
 mod failure;
+mod logging;
+mod serve;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +34,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Serve functions over HTTP, each request in a freshly restored VM.
+    Serve(cmd::serve::Args),
 }
 
 fn version() -> String {
@@ -43,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod run;
+pub mod serve;
 
 use std::time::Duration;
 
