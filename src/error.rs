@@ -2,7 +2,7 @@
 
 use crate::func::host::BoxError;
 use crate::func::Signature;
-use crate::image::ImageError;
+use crate::image::{ImageError, TrustError};
 use std::fmt;
 use std::time::Duration;
 
@@ -16,6 +16,9 @@ pub enum Error {
     /// The guest image was refused before anything was mapped.
     #[error("guest image refused")]
     Image(#[from] ImageError),
+    /// The guest image failed its trust policy (digest pin, signature) before it was parsed.
+    #[error("guest image refused by the trust policy")]
+    Trust(#[from] TrustError),
     /// A configuration value is out of range.
     #[error("invalid {what}: {detail}")]
     InvalidConfig {
@@ -266,7 +269,7 @@ impl Error {
             {
                 ErrorKind::ResourceLimit
             }
-            Error::Image(_) | Error::SnapshotMismatch { .. } => ErrorKind::ImageRefused,
+            Error::Image(_) | Error::Trust(_) | Error::SnapshotMismatch { .. } => ErrorKind::ImageRefused,
             Error::InvalidConfig { .. }
             | Error::NoSuchFunction { .. }
             | Error::SignatureMismatch { .. }
@@ -296,6 +299,7 @@ impl Error {
             | Error::Kvm { .. }
             | Error::GuestMemory { .. } => true,
             Error::Image(_)
+            | Error::Trust(_)
             | Error::InvalidConfig { .. }
             | Error::NoHypervisor { .. }
             | Error::MissingCapability { .. }

@@ -42,7 +42,9 @@ pub use error::{Error, ErrorKind, FaultKind, GuestFault};
 pub use func::host::BoxError;
 pub use func::{GuestParams, GuestValue, HostFunction, HostResult, Signature, TypedFn};
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
-pub use image::{GuestImage, ImageError};
+pub use image::{
+    GuestImage, ImageDigest, ImageError, ImageSignature, TrustError, TrustPolicy, TrustedKey, Verification,
+};
 pub use mem::MemoryConfig;
 pub use sandbox::{
     CallStats, Export, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder, SandboxPool,

@@ -15,6 +15,11 @@ impl Failure {
         Failure { status: 2, message: message.into() }
     }
 
+    /// Status 3: the guest image is refused (or its trust material unusable).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure { status: 3, message: message.into() }
+    }
+
     /// Prints the one line and returns the exit status.
     pub fn report(&self) -> ExitCode {
         eprintln!("glint: {}", self.message);
@@ -38,7 +43,7 @@ impl From<glint::Error> for Failure {
     fn from(e: glint::Error) -> Self {
         use glint::Error;
         let status = match &e {
-            Error::Image(_) => 3,
+            Error::Image(_) | Error::Trust(_) => 3,
             Error::NoHypervisor { .. }
             | Error::MissingCapability { .. }
             | Error::Kvm { .. }
@@ -50,6 +55,13 @@ impl From<glint::Error> for Failure {
             _ => 1,
         };
         Failure { status, message: one_line(&e) }
+    }
+}
+
+/// A key or signature that cannot be used refuses the image, as a failed check does (status 3).
+impl From<glint::TrustError> for Failure {
+    fn from(e: glint::TrustError) -> Self {
+        glint::Error::Trust(e).into()
     }
 }
 

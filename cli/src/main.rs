@@ -2,10 +2,12 @@
 //!
 //! Every failure prints one line on stderr (`glint: ...`) and exits with a status below 128:
 //! 1 the guest failed (fault, panic, timeout, its own error), 2 usage or arguments, 3 the guest
-//! file is unreadable or refused, 4 the host cannot run sandboxes (KVM).
+//! file is unreadable or refused (by the loader or the trust policy: digest, signature), 4 the
+//! host cannot run sandboxes (KVM).
 
 mod cmd;
 mod failure;
+mod trust;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,8 @@ enum Command {
     Run(cmd::run::Args),
     /// List a guest's exports, ABI version and entry point.
     Inspect(cmd::inspect::Args),
+    /// Check a guest image's digest and signature against trusted keys.
+    Verify(cmd::verify::Args),
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod run;
+pub mod verify;
 
 use std::time::Duration;
 
