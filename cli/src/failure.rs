@@ -65,6 +65,20 @@ impl From<glint::TrustError> for Failure {
     }
 }
 
+/// Registry failures: a refused image is status 3 like any refused image, a bad reference is a
+/// usage error (2), anything between glint and the registry is status 5.
+impl From<crate::registry::RegistryError> for Failure {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        let status = match &e {
+            RegistryError::Trust(_) => 3,
+            RegistryError::Reference(_) | RegistryError::PushNeedsTag { .. } => 2,
+            _ => 5,
+        };
+        Failure { status, message: one_line(&e) }
+    }
+}
+
 impl From<glint_bench::Error> for Failure {
     fn from(e: glint_bench::Error) -> Self {
         match e {

@@ -3,10 +3,12 @@
 //! Every failure prints one line on stderr (`glint: ...`) and exits with a status below 128:
 //! 1 the guest failed (fault, panic, timeout, its own error), 2 usage or arguments, 3 the guest
 //! file is unreadable or refused (by the loader or the trust policy: digest, signature), 4 the
-//! host cannot run sandboxes (KVM).
+//! host cannot run sandboxes (KVM), 5 the registry failed (unreachable, refused, not found, not
+//! a guest image).
 
 mod cmd;
 mod failure;
+mod registry;
 mod trust;
 mod values;
 
@@ -29,6 +31,10 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Check a guest image's digest and signature against trusted keys.
     Verify(cmd::verify::Args),
+    /// Store a guest image (and its signature) in an OCI registry.
+    Push(cmd::push::Args),
+    /// Fetch a guest image from an OCI registry, check its digest and signature, write it.
+    Pull(cmd::pull::Args),
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Push(args) => cmd::push::run(args),
+        Command::Pull(args) => cmd::pull::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

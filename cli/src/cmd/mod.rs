@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod pull;
+pub mod push;
 pub mod run;
 pub mod verify;
 
