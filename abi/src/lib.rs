@@ -14,7 +14,9 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod caps;
 pub mod code;
+pub mod http;
 pub mod layout;
 pub mod note;
 pub mod port;

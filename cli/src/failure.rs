@@ -20,10 +20,17 @@ impl Failure {
         Failure { status: 3, message: message.into() }
     }
 
-    /// Prints the one line and returns the exit status.
+    /// Prints the line (one per problem when there are several) and returns the exit status.
     pub fn report(&self) -> ExitCode {
-        eprintln!("glint: {}", self.message);
+        for line in self.message.lines() {
+            eprintln!("glint: {line}");
+        }
         ExitCode::from(self.status)
+    }
+
+    /// The exit status a glint error gets.
+    pub fn from_glint_status(e: &glint::Error) -> u8 {
+        Failure::from_glint_ref(e)
     }
 }
 
@@ -39,10 +46,10 @@ pub fn one_line(e: &dyn std::error::Error) -> String {
     message.replace('\n', " ")
 }
 
-impl From<glint::Error> for Failure {
-    fn from(e: glint::Error) -> Self {
+impl Failure {
+    fn from_glint_ref(e: &glint::Error) -> u8 {
         use glint::Error;
-        let status = match &e {
+        match e {
             Error::Image(_) | Error::Trust(_) => 3,
             Error::NoHypervisor { .. }
             | Error::MissingCapability { .. }
@@ -53,8 +60,13 @@ impl From<glint::Error> for Failure {
             | Error::SignatureMismatch { .. }
             | Error::ArgumentsTooLarge { .. } => 2,
             _ => 1,
-        };
-        Failure { status, message: one_line(&e) }
+        }
+    }
+}
+
+impl From<glint::Error> for Failure {
+    fn from(e: glint::Error) -> Self {
+        Failure { status: Failure::from_glint_ref(&e), message: one_line(&e) }
     }
 }
 

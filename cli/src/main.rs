@@ -12,6 +12,8 @@ mod cmd;
 mod failure;
 mod registry;
 mod trust;
+mod logging;
+mod serve;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +42,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Serve functions over HTTP, each request in a freshly restored VM.
+    Serve(cmd::serve::Args),
 }
 
 fn version() -> String {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Push(args) => cmd::push::run(args),
         Command::Pull(args) => cmd::pull::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

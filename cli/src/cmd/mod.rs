@@ -6,6 +6,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 pub mod verify;
+pub mod serve;
 
 use std::time::Duration;
 

@@ -1,0 +1,21 @@
+//! Logs for long-running commands: `tracing` to stderr through a non-blocking writer, so a slow
+//! or stuck stderr (a full pipe) drops lines instead of blocking the threads that log, guest
+//! calls included. Filter with `GLINT_LOG` (`tracing_subscriber` target syntax, default `info`).
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+/// Installs the subscriber; keep the guard alive until exit (it flushes on drop).
+pub fn init() -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let filter: Targets = std::env::var("GLINT_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 << 10)
+        .finish(std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false).with_target(true);
+    tracing_subscriber::registry().with(layer.with_filter(filter)).try_init().ok()?;
+    Some(guard)
+}

@@ -1,0 +1,290 @@
+//! The glue between the server and the glint core, kept in one place: building a function's
+//! pool from its manifest entry, running one call in a fresh sandbox on a worker thread, and
+//! killing it when its client goes away.
+//!
+//! When the core gains per-sandbox state (`Caller<T>`) and declared imports, this is the module
+//! that changes: the request context becomes the sandbox's `T`, and `imports()` feeds the
+//! capability check at start.
+
+use super::manifest::{FunctionKind, FunctionSpec, ImageSource, ServerConfig};
+use glint::{
+    CallStats, Export, GuestImage, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder,
+    SandboxPool, Signature, Value, ValueType, WhenEmpty,
+};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Why a function could not be prepared at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The image or the pool failed.
+    #[error("function `{function}` (line {line}): {source}")]
+    Glint {
+        /// The function.
+        function: String,
+        /// Its manifest line.
+        line: usize,
+        /// What glint said.
+        #[source]
+        source: glint::Error,
+    },
+    /// Something the manifest asks for that this build cannot do yet, or an export mismatch.
+    #[error("function `{function}` (line {line}): {detail}")]
+    Refused {
+        /// The function.
+        function: String,
+        /// Its manifest line.
+        line: usize,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl StartError {
+    /// The glint error behind it, if any (decides the exit status).
+    pub fn glint(&self) -> Option<&glint::Error> {
+        match self {
+            StartError::Glint { source, .. } => Some(source),
+            StartError::Refused { .. } => None,
+        }
+    }
+}
+
+/// A Rust function standing in for a guest (the benchmark's no-VM floor).
+pub type NativeFn = Arc<dyn Fn(&str, &[Value]) -> Result<Value, glint::Error> + Send + Sync>;
+
+enum Engine {
+    Guest(SandboxPool),
+    Native(NativeFn),
+}
+
+/// What a function runs on.
+pub struct Runtime {
+    engine: Engine,
+    exports: Vec<Export>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("exports", &self.exports.len()).finish_non_exhaustive()
+    }
+}
+
+/// One call to make.
+#[derive(Debug)]
+pub enum Invocation {
+    /// A typed export with decoded arguments.
+    Typed {
+        /// The export.
+        export: String,
+        /// Its arguments, already checked against its signature.
+        args: Vec<Value>,
+    },
+    /// The HTTP handler export with the encoded request.
+    Http {
+        /// The export.
+        handler: String,
+        /// The request, encoded for the guest.
+        request: Vec<u8>,
+    },
+}
+
+/// What a call produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The guest's result or error.
+    pub result: Result<Value, glint::Error>,
+    /// Exits, host calls, log lines of the call.
+    pub stats: CallStats,
+}
+
+/// Page-rounded buffer size for `payload` bytes plus framing slack.
+fn buffer_for(payload: u64, floor: u64) -> u64 {
+    let slack = 64 << 10;
+    payload.saturating_add(slack).div_ceil(4096).saturating_mul(4096).max(floor)
+}
+
+/// The sandbox configuration of a function.
+pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder {
+    let default_buffer = 2 << 20;
+    let input = buffer_for(server.max_body_bytes.saturating_add(server.max_header_bytes as u64), default_buffer);
+    let output = buffer_for(spec.max_response_bytes as u64, default_buffer);
+    SandboxBuilder::new()
+        .memory_mib(spec.memory_mib)
+        .call_timeout(Some(spec.timeout))
+        .input_buffer_size(input)
+        .output_buffer_size(output)
+        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes })
+}
+
+impl Runtime {
+    /// Loads the function's image, initialises it once into its pool's template and checks its
+    /// exports against the manifest. `configure` adds host functions (the capabilities).
+    ///
+    /// # Errors
+    /// A [`StartError`] naming the function.
+    pub fn guest(
+        spec: &FunctionSpec,
+        server: &ServerConfig,
+        configure: impl FnOnce(SandboxBuilder) -> Result<SandboxBuilder, String>,
+    ) -> Result<Runtime, StartError> {
+        let refused = |detail: String| StartError::Refused { function: spec.name.clone(), line: spec.line, detail };
+        let glint_err = |source| StartError::Glint { function: spec.name.clone(), line: spec.line, source };
+        let path = match &spec.image {
+            ImageSource::File(p) => p,
+            ImageSource::Oci(r) => {
+                return Err(refused(format!(
+                    "image oci://{r}: pulling from a registry is not available in this build yet"
+                )))
+            }
+        };
+        for (key, set) in [
+            ("digest", spec.digest.is_some()),
+            ("signature", spec.signature.is_some()),
+            ("snapshot", spec.snapshot.is_some()),
+        ] {
+            if set {
+                // Running an image whose pin or signature we did not check would be worse than
+                // refusing: the operator asked for the check.
+                return Err(refused(format!("`{key}` is not supported by this build yet: remove it or upgrade glint")));
+            }
+        }
+        let image = GuestImage::from_file(path).map_err(glint_err)?;
+        let builder = configure(builder_for(spec, server)).map_err(refused)?;
+        let config = PoolConfig {
+            max_sandboxes: spec.pool_max,
+            ready_target: spec.pool_ready,
+            when_empty: WhenEmpty::Wait(spec.timeout),
+            restore_in_background: false,
+        };
+        let pool = SandboxPool::new(&builder, &image, config).map_err(glint_err)?;
+        let exports = pool.take().map_err(glint_err)?.exports().to_vec();
+        let runtime = Runtime { engine: Engine::Guest(pool), exports };
+        runtime.check_exports(spec).map_err(refused)?;
+        Ok(runtime)
+    }
+
+    /// A Rust function with the given exports, for the benchmark floor.
+    pub fn native(exports: Vec<Export>, f: NativeFn) -> Runtime {
+        Runtime { engine: Engine::Native(f), exports }
+    }
+
+    fn check_exports(&self, spec: &FunctionSpec) -> Result<(), String> {
+        let names = || self.exports.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
+        match &spec.kind {
+            FunctionKind::Http { handler } => {
+                let want = Signature { params: vec![ValueType::Bytes], result: ValueType::Bytes };
+                match self.signature(handler) {
+                    None => Err(format!("the image exports no handler `{handler}` (it exports: {})", names())),
+                    Some(sig) if *sig != want => {
+                        Err(format!("handler `{handler}` has signature {sig}; an HTTP handler takes {want}"))
+                    }
+                    Some(_) => Ok(()),
+                }
+            }
+            FunctionKind::Typed { exports: Some(list) } => match list.iter().find(|e| self.signature(e).is_none()) {
+                Some(missing) => Err(format!(
+                    "`exports` names `{missing}`, which the image does not export (it exports: {})",
+                    names()
+                )),
+                None => Ok(()),
+            },
+            FunctionKind::Typed { exports: None } => Ok(()),
+        }
+    }
+
+    /// The signature of export `name`.
+    pub fn signature(&self, name: &str) -> Option<&Signature> {
+        self.exports.iter().find(|e| e.name == name).map(|e| &e.signature)
+    }
+
+    /// The pool's counters (all zero for a native function).
+    pub fn stats(&self) -> PoolStats {
+        match &self.engine {
+            Engine::Guest(pool) => pool.stats(),
+            Engine::Native(_) => PoolStats { ready: 1, ..PoolStats::default() },
+        }
+    }
+
+    /// Runs one call on the current (worker) thread in a fresh sandbox. The sandbox comes back
+    /// with the outcome so the caller can answer first and restore after (dropping it restores).
+    pub fn run(&self, invocation: Invocation, slot: &CallSlot) -> (Outcome, Option<PooledSandbox>) {
+        let (name, args) = match invocation {
+            Invocation::Typed { export, args } => (export, args),
+            Invocation::Http { handler, request } => (handler, vec![Value::Bytes(request)]),
+        };
+        let name = name.as_str();
+        match &self.engine {
+            Engine::Native(f) => (Outcome { result: f(name, &args), stats: CallStats::default() }, None),
+            Engine::Guest(pool) => {
+                let mut sandbox = match pool.take() {
+                    Ok(s) => s,
+                    Err(e) => return (Outcome { result: Err(e), stats: CallStats::default() }, None),
+                };
+                if !slot.arm(sandbox.interrupt_handle()) {
+                    return (
+                        Outcome { result: Err(glint::Error::Cancelled), stats: CallStats::default() },
+                        Some(sandbox),
+                    );
+                }
+                let result = sandbox.call(name, &args);
+                slot.disarm();
+                let stats = sandbox.last_call_stats();
+                (Outcome { result, stats }, Some(sandbox))
+            }
+        }
+    }
+}
+
+/// Links a request to its running call so that a client going away stops the guest.
+#[derive(Debug, Default)]
+pub struct CallSlot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    cancelled: bool,
+    running: Option<InterruptHandle>,
+}
+
+impl CallSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The worker is about to call; `false` if the request was cancelled already.
+    fn arm(&self, handle: InterruptHandle) -> bool {
+        let mut s = self.lock();
+        if s.cancelled {
+            return false;
+        }
+        s.running = Some(handle);
+        true
+    }
+
+    fn disarm(&self) {
+        self.lock().running = None;
+    }
+
+    /// Whether the request was cancelled before its call started.
+    pub fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Cancels the request: a queued call will not start, a running one is killed. Returns
+    /// whether a call is still running after the attempt (a kill that landed just before the
+    /// call entered the guest is not remembered, so the caller retries while this is true).
+    pub fn cancel(&self) -> bool {
+        let mut s = self.lock();
+        s.cancelled = true;
+        match &s.running {
+            Some(h) => !h.kill(),
+            None => false,
+        }
+    }
+
+    /// Whether a call is running now.
+    pub fn is_running(&self) -> bool {
+        self.lock().running.is_some()
+    }
+}
