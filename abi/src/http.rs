@@ -115,8 +115,7 @@ impl fmt::Display for HttpEncodeError {
 
 /// Whether `s` is an RFC 9110 token (methods, header names): `!#$%&'*+-.^_`|~`, digits, letters.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Whether `method` is a valid method.

@@ -426,6 +426,50 @@ mod tests {
         }
     }
 
+    /// Whether `tool` runs; under CI=true a missing tool fails the test.
+    fn tool(name: &str) -> bool {
+        let ok = std::process::Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "`{name}` is missing but CI=true (apt-get install prometheus)"
+            );
+            eprintln!("note: `{name}` is not installed (Debian package prometheus); skipping");
+        }
+        ok
+    }
+
+    #[test]
+    fn alert_rules_pass_promtool_and_name_only_metrics_the_server_exports() {
+        if !tool("promtool") {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+        for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+            let out = std::process::Command::new("promtool").args(args).current_dir(&dir).output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+        let exported: Vec<&str> = crate::serve::metrics::ALL.iter().chain(METRIC_NAMES).copied().collect();
+        let mut named = Vec::new();
+        for (i, _) in rules.match_indices("glint_") {
+            let name: String = rules[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            named.push(name);
+        }
+        assert!(named.len() >= 4, "{named:?}");
+        for name in &named {
+            assert!(
+                exported.contains(&name.as_str()),
+                "alerts.yml names `{name}`, which the server does not export ({exported:?})"
+            );
+        }
+    }
+
     #[test]
     fn an_unwritable_log_is_a_typed_error() {
         let e = AuditLog::open(&AuditSink::File(PathBuf::from("/nonexistent/dir/audit.jsonl"))).unwrap_err();

@@ -6,14 +6,15 @@
 //! host cannot run sandboxes (KVM), 5 the registry failed (unreachable, refused, not found, not
 //! a guest image).
 
-#[allow(dead_code, reason = "the audit log is used by glint serve and glint policy check")]
+#[allow(dead_code, reason = "glint serve records the run-time events")]
 mod audit;
 mod cmd;
 mod failure;
-mod registry;
-mod trust;
 mod logging;
+mod policy;
+mod registry;
 mod serve;
+mod trust;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Deploy-time policy: `glint policy check <MANIFEST>`.
+    Policy(cmd::policy::Args),
     /// Serve functions over HTTP, each request in a freshly restored VM.
     Serve(cmd::serve::Args),
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Push(args) => cmd::push::run(args),
         Command::Pull(args) => cmd::pull::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Policy(args) => cmd::policy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

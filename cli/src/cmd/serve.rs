@@ -34,6 +34,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         (None, Some(guest)) => manifest::quick(guest),
         (None, None) => return Err(Failure::usage("give a manifest or --guest <GUEST>")),
     };
+    // Deploy-time policy (trust): refuse to start on any violation, with the same lines as
+    // `glint policy check`.
+    super::policy::enforce(&manifest)?;
     serve(&manifest, a.listen).map_err(failure)
 }
 
