@@ -193,7 +193,6 @@ pub struct Pulled {
     pub verification: Verification,
     /// The signature used, if any (from `--signature` or the registry), for loading the image
     /// with [`glint::GuestImage::from_bytes_trusted`].
-    #[allow(dead_code, reason = "read by glint serve when it loads a pulled image")]
     pub signature: Option<ImageSignature>,
     /// Digest of the guest manifest.
     pub manifest_digest: String,

@@ -6,7 +6,7 @@
 //! that changes: the request context becomes the sandbox's `T`, and `imports()` feeds the
 //! capability check at start.
 
-use super::manifest::{FunctionKind, FunctionSpec, ImageSource, ServerConfig};
+use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
     CallStats, Export, GuestImage, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder,
     SandboxPool, Signature, Value, ValueType, WhenEmpty,
@@ -27,6 +27,9 @@ pub enum StartError {
         #[source]
         source: glint::Error,
     },
+    /// The image was refused by its trust policy, or could not be loaded or pulled.
+    #[error(transparent)]
+    Image(#[from] crate::trust::ImageLoadError),
     /// Something the manifest asks for that this build cannot do yet, or an export mismatch.
     #[error("function `{function}` (line {line}): {detail}")]
     Refused {
@@ -45,6 +48,8 @@ impl StartError {
         match self {
             StartError::Glint { source, .. } => Some(source),
             StartError::Refused { .. } => None,
+            StartError::Image(crate::trust::ImageLoadError::Image { source, .. }) => Some(source),
+            StartError::Image(_) => None,
         }
     }
 }
@@ -125,30 +130,17 @@ impl Runtime {
     pub fn guest(
         spec: &FunctionSpec,
         server: &ServerConfig,
+        image: &GuestImage,
         configure: impl FnOnce(SandboxBuilder) -> Result<SandboxBuilder, String>,
     ) -> Result<Runtime, StartError> {
         let refused = |detail: String| StartError::Refused { function: spec.name.clone(), line: spec.line, detail };
         let glint_err = |source| StartError::Glint { function: spec.name.clone(), line: spec.line, source };
-        let path = match &spec.image {
-            ImageSource::File(p) => p,
-            ImageSource::Oci(r) => {
-                return Err(refused(format!(
-                    "image oci://{r}: pulling from a registry is not available in this build yet"
-                )))
-            }
-        };
-        for (key, set) in [
-            ("digest", spec.digest.is_some()),
-            ("signature", spec.signature.is_some()),
-            ("snapshot", spec.snapshot.is_some()),
-        ] {
-            if set {
-                // Running an image whose pin or signature we did not check would be worse than
-                // refusing: the operator asked for the check.
-                return Err(refused(format!("`{key}` is not supported by this build yet: remove it or upgrade glint")));
-            }
+        // The image comes verified (trust policy, pulled if oci://) from crate::trust::ManifestTrust.
+        if spec.snapshot.is_some() {
+            return Err(refused(
+                "`snapshot` is not supported by this build yet: remove it or upgrade glint".to_owned(),
+            ));
         }
-        let image = GuestImage::from_file(path).map_err(glint_err)?;
         let builder = configure(builder_for(spec, server)).map_err(refused)?;
         let config = PoolConfig {
             max_sandboxes: spec.pool_max,
@@ -156,7 +148,7 @@ impl Runtime {
             when_empty: WhenEmpty::Wait(spec.timeout),
             restore_in_background: false,
         };
-        let pool = SandboxPool::new(&builder, &image, config).map_err(glint_err)?;
+        let pool = SandboxPool::new(&builder, image, config).map_err(glint_err)?;
         let exports = pool.take().map_err(glint_err)?.exports().to_vec();
         let runtime = Runtime { engine: Engine::Guest(pool), exports };
         runtime.check_exports(spec).map_err(refused)?;

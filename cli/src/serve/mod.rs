@@ -105,8 +105,11 @@ impl App {
         mut configure: impl FnMut(&manifest::FunctionSpec, glint::SandboxBuilder) -> Result<glint::SandboxBuilder, String>,
     ) -> Result<App, ServeError> {
         let mut functions = Vec::new();
+        // Trust: every image verified at load (local) or pulled and verified (oci://), audited.
+        let trust = crate::trust::ManifestTrust::new(manifest).map_err(StartError::Image)?;
         for spec in &manifest.functions {
-            let runtime = Runtime::guest(spec, &manifest.server, |b| configure(spec, b))?;
+            let image = trust.load(manifest, spec).map_err(StartError::Image)?;
+            let runtime = Runtime::guest(spec, &manifest.server, &image, |b| configure(spec, b))?;
             functions.push(Function {
                 name: spec.name.as_str().into(),
                 route: spec.route.to_string(),
