@@ -13,7 +13,7 @@ pub fn init() -> Option<tracing_appender::non_blocking::WorkerGuard> {
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
-        .buffered_lines_limit(64 << 10)
+        .buffered_lines_limit(16 << 10)
         .finish(std::io::stderr());
     let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false).with_target(true);
     tracing_subscriber::registry().with(layer.with_filter(filter)).try_init().ok()?;

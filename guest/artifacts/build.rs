@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode};
 
 const TARGET: &str = "x86_64-unknown-none";
 /// The guest programs, by the constant name under which their path is exported.
-const GUESTS: &[(&str, &str)] = &[("HELLO", "hello"), ("TESTGUEST", "testguest"), ("BENCHGUEST", "benchguest")];
+const GUESTS: &[(&str, &str)] =
+    &[("HELLO", "hello"), ("HTTP", "http"), ("TESTGUEST", "testguest"), ("BENCHGUEST", "benchguest")];
 
 fn main() -> ExitCode {
     match build() {

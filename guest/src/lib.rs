@@ -29,8 +29,10 @@
 
 extern crate alloc;
 
+pub mod caps;
 mod export;
 pub mod host;
+pub mod http;
 mod io;
 #[cfg(target_os = "none")]
 mod rt;

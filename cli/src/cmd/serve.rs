@@ -105,7 +105,7 @@ fn failure(e: ServeError) -> Failure {
         }
         ServeError::Manifest(ManifestError::Read { .. }) => Failure { status: 3, message: one_line(&e) },
         ServeError::Start(start @ StartError::Glint { .. }) => {
-            let status = start.glint().map_or(1, |g| Failure::from_glint_status(g));
+            let status = start.glint().map_or(1, Failure::from_glint_status);
             Failure { status, message: one_line(&e) }
         }
         ServeError::Start(StartError::Refused { .. }) => Failure { status: 3, message: one_line(&e) },
@@ -117,6 +117,7 @@ fn failure(e: ServeError) -> Failure {
         }
         ServeError::Start(StartError::Image(_)) => Failure { status: 3, message: one_line(&e) },
         ServeError::Bind { .. } => Failure::usage(one_line(&e)),
+        ServeError::Unsupported(_) => Failure { status: 3, message: one_line(&e) },
         ServeError::Threads(_) => Failure { status: 4, message: one_line(&e) },
     }
 }

@@ -219,7 +219,7 @@ async fn dispatch(
                 return Err(Failure::MethodNotAllowed { allow: "POST" });
             }
             let export = matched.param("export").unwrap_or_default().to_owned();
-            let allowed = exports.as_ref().is_none_or(|list| list.iter().any(|e| *e == export));
+            let allowed = exports.as_ref().is_none_or(|list| list.contains(&export));
             let sig = f
                 .runtime
                 .signature(&export)
@@ -288,6 +288,7 @@ fn builtin(app: &App, req: &Request<Incoming>) -> Result<Option<Response<Full<By
         _ => match &app.metrics {
             Some(handle) => {
                 for f in &app.functions {
+                    metrics::gauge!(m::IN_FLIGHT, "function" => f.name.to_string()).set(f.admission.in_use() as f64);
                     let s = f.runtime.stats();
                     for (state, n) in [("ready", s.ready), ("busy", s.lent), ("creating", s.creating)] {
                         metrics::gauge!(m::SANDBOXES, "function" => f.name.to_string(), "state" => state).set(n as f64);

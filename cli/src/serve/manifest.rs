@@ -201,10 +201,6 @@ pub struct TrustConfig {
 /// A whole manifest, checked.
 #[derive(Debug, Clone)]
 pub struct Manifest {
-    /// The file as given (for messages).
-    pub file: String,
-    /// The directory relative paths are resolved against.
-    pub dir: PathBuf,
     /// Server limits.
     pub server: ServerConfig,
     /// Trust settings, if the section is present.
@@ -343,8 +339,6 @@ pub fn quick(guest: &Path) -> Manifest {
         variables: toml::Table::new(),
     };
     Manifest {
-        file: guest.display().to_string(),
-        dir,
         server,
         trust: None,
         capabilities: toml::Table::new(),
@@ -462,8 +456,6 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Manifest, ManifestErr
         return Err(ManifestError::Invalid { problems: c.problems });
     }
     Ok(Manifest {
-        file: file.to_owned(),
-        dir: dir.to_owned(),
         server,
         trust,
         capabilities: raw.capabilities.unwrap_or_default(),

@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `glint_requests_total` | counter | `function` (`-` when no route matched), `status` |
 //! | `glint_request_duration_seconds` | histogram | `function` |
+//! | `glint_requests_in_flight` | gauge | `function` (admitted: running or waiting) |
 //! | `glint_sandboxes` | gauge | `function`, `state` (`ready`, `busy`, `creating`) |
 //! | `glint_guest_faults_total` | counter | `function`, `kind` (the `glint::ErrorKind` of a failed call) |
 //! | `glint_timeouts_total` | counter | `function` |
@@ -21,6 +22,7 @@ use std::sync::OnceLock;
 pub const REQUESTS: &str = "glint_requests_total";
 pub const DURATION: &str = "glint_request_duration_seconds";
 pub const SANDBOXES: &str = "glint_sandboxes";
+pub const IN_FLIGHT: &str = "glint_requests_in_flight";
 pub const GUEST_FAULTS: &str = "glint_guest_faults_total";
 pub const TIMEOUTS: &str = "glint_timeouts_total";
 pub const OVERLOADED: &str = "glint_overload_rejections_total";
@@ -35,6 +37,7 @@ pub const ALL: &[&str] = &[
     REQUESTS,
     DURATION,
     SANDBOXES,
+    IN_FLIGHT,
     GUEST_FAULTS,
     TIMEOUTS,
     OVERLOADED,
@@ -76,6 +79,7 @@ fn describe() {
     describe_counter!(REQUESTS, "Requests answered, by function and HTTP status.");
     describe_histogram!(DURATION, Unit::Seconds, "Time from the complete request head to the response.");
     describe_gauge!(SANDBOXES, "Sandboxes of each function's pool, by state.");
+    describe_gauge!(IN_FLIGHT, "Requests admitted to each function: running or waiting.");
     describe_counter!(GUEST_FAULTS, "Guest calls that failed, by glint error kind.");
     describe_counter!(TIMEOUTS, "Guest calls stopped at their deadline.");
     describe_counter!(OVERLOADED, "Requests refused with 503 because the function was full.");

@@ -263,7 +263,7 @@ impl<T> Router<T> {
     /// manifest check refuses those).
     pub fn new(mut routes: Vec<(RoutePattern, T)>) -> Router<T> {
         // Most specific first, so the first match is the best one.
-        routes.sort_by(|a, b| b.0.rank().cmp(&a.0.rank()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.rank()));
         Router { routes }
     }
 

@@ -123,9 +123,9 @@ fn parse_one(ty: ValueType, v: &Json, position: usize) -> Result<Value, ArgError
             let x = int(v)?;
             Value::U64(u64::try_from(x).map_err(|_| ranged(x))?)
         }
-        ValueType::F64 => Value::F64(float(v).map_err(|p| bad(p))?),
+        ValueType::F64 => Value::F64(float(v).map_err(bad)?),
         ValueType::F32 => {
-            let x = float(v).map_err(|p| bad(p))?;
+            let x = float(v).map_err(bad)?;
             let narrowed = x as f32;
             if x.is_finite() && !narrowed.is_finite() {
                 return Err(bad(format!("{x:e} is out of range for f32")));
