@@ -96,33 +96,39 @@ pub enum ImageLoadError {
     #[error("audit log")]
     Audit(#[source] crate::audit::AuditError),
     /// A `digest` that is not `sha256:<hex>` (the manifest check normally catches it).
-    #[error("function `{function}`: bad digest")]
+    #[error("function `{function}` (line {line}): bad digest")]
     Digest {
         /// The function.
         function: String,
+        /// Its manifest line.
+        line: usize,
         /// Why.
         #[source]
         source: glint::image::DigestParseError,
     },
     /// The image was refused or could not be loaded.
-    #[error("function `{function}`")]
+    #[error("function `{function}` (line {line})")]
     Image {
         /// The function.
         function: String,
+        /// Its manifest line.
+        line: usize,
         /// What glint said (`Error::Trust` for a failed policy).
         #[source]
-        source: glint::Error,
+        source: Box<glint::Error>,
     },
     /// The `oci://` image could not be pulled, or failed its policy after the pull.
-    #[error("function `{function}`: image oci://{reference}")]
+    #[error("function `{function}` (line {line}): image oci://{reference}")]
     Registry {
         /// The function.
         function: String,
+        /// Its manifest line.
+        line: usize,
         /// The reference.
         reference: String,
         /// Why.
         #[source]
-        source: crate::registry::RegistryError,
+        source: Box<crate::registry::RegistryError>,
     },
 }
 
@@ -143,12 +149,14 @@ impl ManifestTrust {
         Ok(ManifestTrust { policy, insecure_http_registries: trust.insecure_http_registries, audit })
     }
 
+    #[allow(dead_code, reason = "serve's request path records run-time events through it (serve helper)")]
     /// The audit log (serve records its run-time events here too; add the secret variables with
     /// [`AuditLog::redacting`](crate::audit::AuditLog::redacting) first).
     pub fn audit(&self) -> &crate::audit::AuditLog {
         &self.audit
     }
 
+    #[allow(dead_code, reason = "serve's request path records run-time events through it (serve helper)")]
     /// Replaces the audit log (e.g. with a redacting one).
     pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> ManifestTrust {
         self.audit = audit;
@@ -185,8 +193,14 @@ impl ManifestTrust {
             }
             Err(err) => {
                 let trust = match err {
-                    ImageLoadError::Image { source: glint::Error::Trust(t), .. }
-                    | ImageLoadError::Registry { source: crate::registry::RegistryError::Trust(t), .. } => Some(t),
+                    ImageLoadError::Image { source, .. } => match &**source {
+                        glint::Error::Trust(t) => Some(t),
+                        _ => None,
+                    },
+                    ImageLoadError::Registry { source, .. } => match &**source {
+                        crate::registry::RegistryError::Trust(t) => Some(t),
+                        _ => None,
+                    },
                     _ => None,
                 };
                 let rule = match trust {
@@ -226,10 +240,12 @@ impl ManifestTrust {
         let function = || spec.name.clone();
         let mut policy = self.policy.clone();
         if let Some(d) = &spec.digest {
-            let d = d.parse().map_err(|source| ImageLoadError::Digest { function: function(), source })?;
+            let d =
+                d.parse().map_err(|source| ImageLoadError::Digest { function: function(), line: spec.line, source })?;
             policy = policy.expect_digest(d);
         }
-        let image_err = |source| ImageLoadError::Image { function: function(), source };
+        let image_err =
+            |source| ImageLoadError::Image { function: function(), line: spec.line, source: Box::new(source) };
         let signature = spec
             .signature
             .as_ref()
@@ -241,8 +257,12 @@ impl ManifestTrust {
                 GuestImage::from_file_trusted(manifest.dir.join(path), &policy, signature.as_ref()).map_err(image_err)
             }
             ImageSource::Oci(text) => {
-                let registry_err =
-                    |source| ImageLoadError::Registry { function: function(), reference: text.clone(), source };
+                let registry_err = |source: crate::registry::RegistryError| ImageLoadError::Registry {
+                    function: function(),
+                    line: spec.line,
+                    reference: text.clone(),
+                    source: Box::new(source),
+                };
                 let reference: crate::registry::ImageReference =
                     text.parse().map_err(|e| registry_err(crate::registry::RegistryError::Reference(e)))?;
                 let options = crate::registry::PullOptions {

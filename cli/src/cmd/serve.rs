@@ -111,13 +111,12 @@ fn failure(e: ServeError) -> Failure {
         ServeError::Start(StartError::Refused { .. }) => Failure { status: 3, message: one_line(&e) },
         // A refused image is 3 like everywhere else; a registry that fails is 5 (as `glint pull`).
         ServeError::Start(StartError::Image(crate::trust::ImageLoadError::Registry { source, .. }))
-            if !matches!(source, crate::registry::RegistryError::Trust(_)) =>
+            if !matches!(**source, crate::registry::RegistryError::Trust(_)) =>
         {
             Failure { status: 5, message: one_line(&e) }
         }
         ServeError::Start(StartError::Image(_)) => Failure { status: 3, message: one_line(&e) },
         ServeError::Bind { .. } => Failure::usage(one_line(&e)),
-        ServeError::Unsupported(_) => Failure { status: 3, message: one_line(&e) },
         ServeError::Threads(_) => Failure { status: 4, message: one_line(&e) },
     }
 }

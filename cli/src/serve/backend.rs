@@ -48,7 +48,7 @@ impl StartError {
         match self {
             StartError::Glint { source, .. } => Some(source),
             StartError::Refused { .. } => None,
-            StartError::Image(crate::trust::ImageLoadError::Image { source, .. }) => Some(source),
+            StartError::Image(crate::trust::ImageLoadError::Image { source, .. }) => Some(&**source),
             StartError::Image(_) => None,
         }
     }

@@ -201,6 +201,10 @@ pub struct TrustConfig {
 /// A whole manifest, checked.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// The file as given (for policy messages).
+    pub file: String,
+    /// The manifest's directory (the audit log path is relative to it).
+    pub dir: PathBuf,
     /// Server limits.
     pub server: ServerConfig,
     /// Trust settings, if the section is present.
@@ -339,6 +343,8 @@ pub fn quick(guest: &Path) -> Manifest {
         variables: toml::Table::new(),
     };
     Manifest {
+        file: guest.display().to_string(),
+        dir,
         server,
         trust: None,
         capabilities: toml::Table::new(),
@@ -456,6 +462,8 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Manifest, ManifestErr
         return Err(ManifestError::Invalid { problems: c.problems });
     }
     Ok(Manifest {
+        file: file.to_owned(),
+        dir: dir.to_owned(),
         server,
         trust,
         capabilities: raw.capabilities.unwrap_or_default(),

@@ -89,9 +89,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The manifest asks for something this build cannot do yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The OS refused a thread or the runtime.
     #[error("cannot start the server's threads")]
     Threads(#[source] std::io::Error),
@@ -107,16 +104,6 @@ impl App {
         manifest: &Manifest,
         mut configure: impl FnMut(&manifest::FunctionSpec, glint::SandboxBuilder) -> Result<glint::SandboxBuilder, String>,
     ) -> Result<App, ServeError> {
-        if let Some(trust) = &manifest.trust {
-            if !trust.keys.is_empty() || trust.require_signatures == Some(true) || trust.require_digests == Some(true) {
-                // Serving unverified images under a policy that asks for verification would be
-                // worse than not starting.
-                return Err(ServeError::Unsupported(
-                    "[trust]: image signatures and digest pins are not checked by this build yet; remove the section or upgrade glint"
-                        .into(),
-                ));
-            }
-        }
         let mut functions = Vec::new();
         // Trust: every image verified at load (local) or pulled and verified (oci://), audited.
         let trust = crate::trust::ManifestTrust::new(manifest).map_err(StartError::Image)?;
