@@ -308,10 +308,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 << 10;
 /// Default host calls per request.
 pub const DEFAULT_MAX_HOST_CALLS: u64 = 100_000;
-/// Default `[server] max_memory_mib` (policy): the largest `memory_mib` a function may set.
+/// Default `[server] max_memory_mib` (policy): the largest `memory_mib` a function may set. The
+/// defaults of both maxima are the manifest's own bounds, so nothing is denied until an operator
+/// lowers them.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 256;
 /// Default `[server] max_timeout_ms` (policy): the longest `timeout_ms` a function may set.
-pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// The manifest of quick mode (`glint serve --guest G`): one typed function at `/`, so every
 /// export answers `POST /call/<export>`, with the default limits.
