@@ -210,53 +210,23 @@ fn trust_violation(
     policy.verify(bytes, signature.as_ref()).err().map(|e| one_line(&e))
 }
 
-/// The capability imports of an image.
-///
-/// HOOK (imports): until the core lists an image's declared imports (issue 8: `Sandbox::imports()`
-/// / declared imports in the init frame), this finds the capability host-function names
-/// (`glint:kv/get@1`, ...) the image's bytes contain: a guest calls a host function by its name,
-/// so the name is in its read-only data. That can over-report (a name mentioned but never
-/// called), never under-report for a guest built with glint-guest. Switch to the declared
-/// imports when they land.
-pub fn capability_imports(bytes: &[u8]) -> Vec<&'static str> {
-    glint_abi::caps::ALL.iter().copied().filter(|name| contains(bytes, name.as_bytes())).collect()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Each import of the image the function's grants do not allow, with the grant that would.
-/// Mirrors `glint_caps::Grants::allows` (switch to it once the caps crate is merged).
+///
+/// HOOK (imports): the imports are the capability host-function names (`glint:kv/get@1`, ...)
+/// found in the image's bytes (`serve::backend::capability_imports`, the same scan `glint serve`
+/// makes at start): a guest calls a host function by its name, so the name is in its read-only
+/// data. That can over-report (a name mentioned but never called), never under-report for a
+/// guest built with glint-guest. Switch to the image's declared imports when the core lists them
+/// (issue 8).
 fn ungranted_imports(f: &FunctionSpec, bytes: &[u8]) -> Vec<(&'static str, &'static str)> {
-    use glint_abi::caps as c;
-    let caps = &f.capabilities;
-    let flag = |key: &str| caps.get(key).and_then(toml::Value::as_bool).unwrap_or(false);
-    let list = |key: &str| caps.get(key).and_then(toml::Value::as_array).is_some_and(|a| !a.is_empty());
-    capability_imports(bytes)
-        .into_iter()
-        .filter_map(|import| {
-            let (granted, hint) = match import {
-                c::CLOCK_WALL | c::CLOCK_MONOTONIC => (flag("clock"), "`clock = true` under [function.capabilities]"),
-                c::RANDOM_BYTES => (flag("random"), "`random = true` under [function.capabilities]"),
-                c::VARIABLES_GET => (!f.variables.is_empty(), "a `name = \"value\"` entry under [function.variables]"),
-                c::HTTP_SEND => (
-                    list("allowed_outbound_hosts"),
-                    "`allowed_outbound_hosts = [\"http://<host>:<port>\"]` under [function.capabilities]",
-                ),
-                _ => (list("key_value_stores"), "`key_value_stores = [\"<store>\"]` under [function.capabilities]"),
-            };
-            (!granted).then_some((import, hint))
-        })
+    crate::serve::backend::capability_imports(bytes)
+        .filter(|i| !f.grants.allows(&f.variables, i.name))
+        .map(|i| (i.name, i.grant_hint))
         .collect()
 }
 
 fn outbound_patterns(f: &FunctionSpec) -> Vec<String> {
-    f.capabilities
-        .get("allowed_outbound_hosts")
-        .and_then(toml::Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+    f.grants.allowed_outbound_hosts.clone()
 }
 
 /// Whether an outbound pattern (`scheme://host[:port]`) lets a guest reach any host: its host is
@@ -283,11 +253,5 @@ mod tests {
         for p in ["https://api.example.com", "http://127.0.0.1:*", "https://*.example.com", "*://internal.corp:443"] {
             assert!(!too_broad(p), "{p}");
         }
-    }
-
-    #[test]
-    fn imports_are_found_in_the_bytes() {
-        let bytes = b"\x7fELF....glint:kv/get@1\0glint:clock/wall@1\0glint:kv/gets";
-        assert_eq!(capability_imports(bytes), [glint_abi::caps::CLOCK_WALL, glint_abi::caps::KV_GET]);
     }
 }

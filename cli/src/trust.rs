@@ -174,13 +174,13 @@ impl ManifestTrust {
         &self,
         manifest: &crate::serve::manifest::Manifest,
         spec: &crate::serve::manifest::FunctionSpec,
-    ) -> Result<GuestImage, ImageLoadError> {
+    ) -> Result<LoadedImage, ImageLoadError> {
         use crate::audit::{AuditEvent, AuditKind};
         use crate::serve::manifest::ImageSource;
         let result = self.load_inner(manifest, spec);
         match &result {
-            Ok(image) => {
-                let v = image.verification();
+            Ok(loaded) => {
+                let v = loaded.image.verification();
                 let detail = match v.and_then(|v| v.signer()) {
                     Some(k) => format!("signed by {} ({})", k.name(), k.fingerprint()),
                     None => "unsigned; the policy does not require a signature".to_owned(),
@@ -235,7 +235,7 @@ impl ManifestTrust {
         &self,
         manifest: &crate::serve::manifest::Manifest,
         spec: &crate::serve::manifest::FunctionSpec,
-    ) -> Result<GuestImage, ImageLoadError> {
+    ) -> Result<LoadedImage, ImageLoadError> {
         use crate::serve::manifest::ImageSource;
         let function = || spec.name.clone();
         let mut policy = self.policy.clone();
@@ -254,7 +254,11 @@ impl ManifestTrust {
             .map_err(|e| image_err(glint::Error::Trust(e)))?;
         match &spec.image {
             ImageSource::File(path) => {
-                GuestImage::from_file_trusted(manifest.dir.join(path), &policy, signature.as_ref()).map_err(image_err)
+                let path = manifest.dir.join(path);
+                let bytes = read_bounded(&path).map_err(|source| image_err(glint::Error::Image(source)))?;
+                // Checked and parsed from the same bytes serve then scans for imports.
+                let image = GuestImage::from_bytes_trusted(&bytes, &policy, signature.as_ref()).map_err(image_err)?;
+                Ok(LoadedImage { image, bytes })
             }
             ImageSource::Oci(text) => {
                 let registry_err = |source: crate::registry::RegistryError| ImageLoadError::Registry {
@@ -275,8 +279,33 @@ impl ManifestTrust {
                 let pulled =
                     crate::registry::block_on(crate::registry::pull(&reference, &options)).map_err(registry_err)?;
                 // Verified again at load, on the very bytes that are parsed.
-                GuestImage::from_bytes_trusted(&pulled.bytes, &policy, pulled.signature.as_ref()).map_err(image_err)
+                let image = GuestImage::from_bytes_trusted(&pulled.bytes, &policy, pulled.signature.as_ref())
+                    .map_err(image_err)?;
+                Ok(LoadedImage { image, bytes: pulled.bytes })
             }
         }
     }
+}
+
+/// A function's image as `glint serve` loads it: verified and parsed, with the file's bytes.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    /// The verified image (`image.verification()` has its digest and signer).
+    pub image: GuestImage,
+    /// The file's bytes, exactly those that were verified and parsed.
+    pub bytes: Vec<u8>,
+}
+
+/// Reads a local image of at most [`crate::registry::MAX_PULL_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, glint::ImageError> {
+    use std::io::Read as _;
+    let limit = crate::registry::MAX_PULL_BYTES;
+    let io = |source| glint::ImageError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(glint::ImageError::FileTooLarge { path: path.to_path_buf(), limit });
+    }
+    Ok(bytes)
 }

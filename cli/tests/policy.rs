@@ -65,7 +65,7 @@ fn bad_manifest(f: &Fixture) -> String {
         function("unpinned", "signature = \"hello.sig\""),
         function("big", &format!("{signed}\nmemory_mib = 128")),
         function("slow", &format!("{signed}\ntimeout_ms = 60000")),
-        function("open", &format!("{signed}\n[function.capabilities]\nallowed_outbound_hosts = [\"*\"]")),
+        function("open", &format!("{signed}\n[function.capabilities]\nallowed_outbound_hosts = [\"https://*\"]")),
     ]
     .concat()
 }
@@ -94,7 +94,7 @@ fn five_violations_give_five_lines_and_a_non_zero_exit() {
         format!("glint: {file}:{}: policy `require_digests` denies function `unpinned`: its image has no `digest` pin, and [trust] require_digests = true", at("unpinned")),
         format!("glint: {file}:{}: policy `max_memory` denies function `big`: memory_mib = 128 is above the server maximum 64 ([server] max_memory_mib)", at("big")),
         format!("glint: {file}:{}: policy `max_timeout` denies function `slow`: timeout_ms = 60000 is above the server maximum 10000 ([server] max_timeout_ms)", at("slow")),
-        format!("glint: {file}:{}: policy `outbound_hosts` denies function `open`: allowed_outbound_hosts pattern \"*\" matches any host; name the hosts, or set [trust] allow_broad_outbound = true", at("open")),
+        format!("glint: {file}:{}: policy `outbound_hosts` denies function `open`: allowed_outbound_hosts pattern \"https://*\" matches any host; name the hosts, or set [trust] allow_broad_outbound = true", at("open")),
     ];
     assert_eq!(lines, expected);
 
@@ -155,7 +155,7 @@ fn the_clean_manifest_passes() {
     assert!(!f.path("audit.jsonl").exists(), "no denial, no audit event");
     // Broad patterns are allowed when the manifest says so.
     let open = text.replace("require_digests = true", "require_digests = true\nallow_broad_outbound = true")
-        + &function("d", &format!("{signed}\n[function.capabilities]\nallowed_outbound_hosts = [\"*\"]"));
+        + &function("d", &format!("{signed}\n[function.capabilities]\nallowed_outbound_hosts = [\"https://*\"]"));
     let m = f.write("open.toml", &open);
     assert!(glint(&[&"policy", &"check", &m]).status.success());
 }

@@ -60,7 +60,7 @@ fn serve(manifest: &Manifest, listen: SocketAddr) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Threads)?;
-    let app = Arc::new(App::new(manifest, |_spec, builder| Ok(builder))?);
+    let app = Arc::new(App::new(manifest)?);
     let stopped = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -108,7 +108,10 @@ fn failure(e: ServeError) -> Failure {
             let status = start.glint().map_or(1, Failure::from_glint_status);
             Failure { status, message: one_line(&e) }
         }
-        ServeError::Start(StartError::Refused { .. }) => Failure { status: 3, message: one_line(&e) },
+        ServeError::Start(StartError::Refused { .. } | StartError::Ungranted { .. }) => {
+            Failure { status: 3, message: e.to_string() }
+        }
+        ServeError::Capabilities { .. } => Failure::usage(one_line(&e)),
         // A refused image is 3 like everywhere else; a registry that fails is 5 (as `glint pull`).
         ServeError::Start(StartError::Image(crate::trust::ImageLoadError::Registry { source, .. }))
             if !matches!(**source, crate::registry::RegistryError::Trust(_)) =>

@@ -8,9 +8,10 @@
 
 use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
-    CallStats, Export, GuestImage, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder,
-    SandboxPool, Signature, Value, ValueType, WhenEmpty,
+    CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
+    Signature, Value, ValueType, WhenEmpty,
 };
+use glint_caps::{CapabilityImport, FunctionCaps, Redactor, RequestContext, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why a function could not be prepared at start.
@@ -30,6 +31,18 @@ pub enum StartError {
     /// The image was refused by its trust policy, or could not be loaded or pulled.
     #[error(transparent)]
     Image(#[from] crate::trust::ImageLoadError),
+    /// The image imports capabilities its manifest entry does not grant: one line each.
+    #[error("{}", ungranted.iter().map(|(import, hint)| format!(
+        "function `{function}` (line {line}) imports `{import}` but its manifest entry does not grant it: add {hint}"
+    )).collect::<Vec<_>>().join("\n"))]
+    Ungranted {
+        /// The function.
+        function: String,
+        /// Its manifest line.
+        line: usize,
+        /// Each import not granted, with the manifest entry that would grant it.
+        ungranted: Vec<(&'static str, &'static str)>,
+    },
     /// Something the manifest asks for that this build cannot do yet, or an export mismatch.
     #[error("function `{function}` (line {line}): {detail}")]
     Refused {
@@ -47,7 +60,7 @@ impl StartError {
     pub fn glint(&self) -> Option<&glint::Error> {
         match self {
             StartError::Glint { source, .. } => Some(source),
-            StartError::Refused { .. } => None,
+            StartError::Refused { .. } | StartError::Ungranted { .. } => None,
             StartError::Image(crate::trust::ImageLoadError::Image { source, .. }) => Some(&**source),
             StartError::Image(_) => None,
         }
@@ -100,6 +113,8 @@ pub struct Outcome {
     pub result: Result<Value, glint::Error>,
     /// Exits, host calls, log lines of the call.
     pub stats: CallStats,
+    /// What the call did with its capabilities.
+    pub usage: glint_caps::RequestUsage,
 }
 
 /// Page-rounded buffer size for `payload` bytes plus framing slack.
@@ -122,16 +137,19 @@ pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder
 }
 
 impl Runtime {
-    /// Loads the function's image, initialises it once into its pool's template and checks its
-    /// exports against the manifest. `configure` adds host functions (the capabilities).
+    /// Loads the function's image, checks that it imports no capability it is not granted,
+    /// initialises it once into its pool's template and checks its exports against the
+    /// manifest. The sandboxes get the host functions of `caps` (and refusing stubs for the
+    /// capabilities not granted); guest log lines go to `tracing` (target `guest`) with the
+    /// function's secrets redacted.
     ///
     /// # Errors
     /// A [`StartError`] naming the function.
     pub fn guest(
         spec: &FunctionSpec,
         server: &ServerConfig,
-        image: &GuestImage,
-        configure: impl FnOnce(SandboxBuilder) -> Result<SandboxBuilder, String>,
+        loaded: &crate::trust::LoadedImage,
+        caps: &FunctionCaps,
     ) -> Result<Runtime, StartError> {
         let refused = |detail: String| StartError::Refused { function: spec.name.clone(), line: spec.line, detail };
         let glint_err = |source| StartError::Glint { function: spec.name.clone(), line: spec.line, source };
@@ -141,7 +159,16 @@ impl Runtime {
                 "`snapshot` is not supported by this build yet: remove it or upgrade glint".to_owned(),
             ));
         }
-        let builder = configure(builder_for(spec, server)).map_err(refused)?;
+        let image = &loaded.image;
+        let ungranted: Vec<(&'static str, &'static str)> = capability_imports(&loaded.bytes)
+            .filter(|i| !caps.grants(i.capability))
+            .map(|i| (i.name, i.grant_hint))
+            .collect();
+        if !ungranted.is_empty() {
+            return Err(StartError::Ungranted { function: spec.name.clone(), line: spec.line, ungranted });
+        }
+        let builder = caps.register(caps.register_denials(builder_for(spec, server)));
+        let builder = builder.on_log(log_hook(&spec.name, caps.redactor().clone()));
         let config = PoolConfig {
             max_sandboxes: spec.pool_max,
             ready_target: spec.pool_ready,
@@ -199,30 +226,65 @@ impl Runtime {
 
     /// Runs one call on the current (worker) thread in a fresh sandbox. The sandbox comes back
     /// with the outcome so the caller can answer first and restore after (dropping it restores).
-    pub fn run(&self, invocation: Invocation, slot: &CallSlot) -> (Outcome, Option<PooledSandbox>) {
+    pub fn run(
+        &self,
+        invocation: Invocation,
+        slot: &CallSlot,
+        request: RequestContext,
+    ) -> (Outcome, Option<PooledSandbox>) {
         let (name, args) = match invocation {
             Invocation::Typed { export, args } => (export, args),
             Invocation::Http { handler, request } => (handler, vec![Value::Bytes(request)]),
         };
         let name = name.as_str();
         match &self.engine {
-            Engine::Native(f) => (Outcome { result: f(name, &args), stats: CallStats::default() }, None),
+            Engine::Native(f) => {
+                (Outcome { result: f(name, &args), stats: CallStats::default(), usage: RequestUsage::default() }, None)
+            }
             Engine::Guest(pool) => {
+                let failed =
+                    |e| Outcome { result: Err(e), stats: CallStats::default(), usage: RequestUsage::default() };
                 let mut sandbox = match pool.take() {
                     Ok(s) => s,
-                    Err(e) => return (Outcome { result: Err(e), stats: CallStats::default() }, None),
+                    Err(e) => return (failed(e), None),
                 };
                 if !slot.arm(sandbox.interrupt_handle()) {
-                    return (
-                        Outcome { result: Err(glint::Error::Cancelled), stats: CallStats::default() },
-                        Some(sandbox),
-                    );
+                    return (failed(glint::Error::Cancelled), Some(sandbox));
                 }
+                // Until the core has per-sandbox state (Caller<T>), the capabilities find the
+                // request through a thread-local scope: the call runs on this thread.
+                let scope = glint_caps::enter_request(request);
                 let result = sandbox.call(name, &args);
+                let usage = scope.finish();
                 slot.disarm();
                 let stats = sandbox.last_call_stats();
-                (Outcome { result, stats }, Some(sandbox))
+                (Outcome { result, stats, usage }, Some(sandbox))
             }
+        }
+    }
+}
+
+/// The capability host functions an image calls. Until the core lists a guest's declared
+/// imports, the names are found in the image's bytes: a guest calls host functions by name, so
+/// the name of each capability it uses is in its read-only data. (A name present but never
+/// called is refused too; the message says which grant would allow it.)
+pub fn capability_imports(image: &[u8]) -> impl Iterator<Item = &'static CapabilityImport> + '_ {
+    glint_caps::IMPORTS.iter().filter(move |i| image.windows(i.name.len()).any(|w| w == i.name.as_bytes()))
+}
+
+/// Guest log lines to `tracing` at target `guest`, with the function's secrets redacted (the
+/// library's own `glint::guest` events are filtered out by the server's subscriber).
+fn log_hook(function: &str, redactor: Redactor) -> impl Fn(&glint::LogRecord) + Send + Sync + 'static {
+    let function: Arc<str> = function.into();
+    move |r: &glint::LogRecord| {
+        let text = redactor.redact(&r.message);
+        let f = &*function;
+        match r.level {
+            tracing::Level::ERROR => tracing::error!(target: "guest", function = f, "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "guest", function = f, "{text}"),
+            tracing::Level::INFO => tracing::info!(target: "guest", function = f, "{text}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "guest", function = f, "{text}"),
+            tracing::Level::TRACE => tracing::trace!(target: "guest", function = f, "{text}"),
         }
     }
 }

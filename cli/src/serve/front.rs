@@ -121,6 +121,7 @@ struct Seen {
     function: Option<usize>,
     exits: u64,
     host_calls: u64,
+    usage: glint_caps::RequestUsage,
 }
 
 /// One request, start to finish.
@@ -137,6 +138,9 @@ pub async fn respond(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<By
         duration_us = Empty,
         exits = Empty,
         host_calls = Empty,
+        outbound = Empty,
+        kv_writes = Empty,
+        denials = Empty,
     );
     let mut seen = Seen::default();
     let result = dispatch(app, req, &request_id, &mut seen).instrument(span.clone()).await;
@@ -145,7 +149,7 @@ pub async fn respond(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<By
     let mut response = match result {
         Ok(r) => r,
         Err(failure) => {
-            record_failure(&failure, &label, &span);
+            record_failure(&failure, &label, function, &span);
             failure.into_response(&request_id)
         }
     };
@@ -161,6 +165,11 @@ pub async fn respond(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<By
         span.record("route", f.route.as_str());
         span.record("exits", seen.exits);
         span.record("host_calls", seen.host_calls);
+        if seen.host_calls > 0 {
+            span.record("outbound", seen.usage.outbound_requests);
+            span.record("kv_writes", seen.usage.kv_writes);
+            span.record("denials", seen.usage.denials);
+        }
         metrics::histogram!(m::DURATION, "function" => Arc::clone(&f.name).to_string()).record(elapsed.as_secs_f64());
     }
     if !seen.builtin {
@@ -171,7 +180,7 @@ pub async fn respond(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<By
     response
 }
 
-fn record_failure(failure: &Failure, function: &str, span: &tracing::Span) {
+fn record_failure(failure: &Failure, function: &str, f: Option<&Function>, span: &tracing::Span) {
     let function = function.to_owned();
     match failure {
         Failure::Overloaded => metrics::counter!(m::OVERLOADED, "function" => function).increment(1),
@@ -184,7 +193,12 @@ fn record_failure(failure: &Failure, function: &str, span: &tracing::Span) {
             if kind == glint::ErrorKind::Timeout {
                 metrics::counter!(m::TIMEOUTS, "function" => function).increment(1);
             }
-            tracing::warn!(parent: span, kind = kind.as_str(), "guest call failed: {}", crate::failure::one_line(e));
+            let text = crate::failure::one_line(e);
+            let text = match f.and_then(|f| f.caps.as_ref()) {
+                Some(caps) => caps.redactor().redact(&text).into_owned(),
+                None => text,
+            };
+            tracing::warn!(parent: span, kind = kind.as_str(), "guest call failed: {text}");
         }
         Failure::ResponseTooLarge { size, limit } => {
             tracing::warn!(parent: span, "the function returned {size} bytes, more than max_response_bytes = {limit}");
@@ -247,11 +261,16 @@ async fn dispatch(
             Invocation::Http { handler: handler.clone(), request }
         }
     };
-    let outcome = call(f, invocation).await?;
+    let outcome = call(f, invocation, request_id).await?;
     seen.exits = outcome.stats.exits;
     seen.host_calls = outcome.stats.host_calls;
+    seen.usage = outcome.usage;
     if outcome.stats.log_lines_dropped > 0 {
         metrics::counter!(m::LOG_DROPPED, "function" => f.name.to_string()).increment(outcome.stats.log_lines_dropped);
+        tracing::warn!(
+            dropped = outcome.stats.log_lines_dropped,
+            "the guest logged more than max_log_bytes; lines dropped"
+        );
     }
     let value = outcome.result.map_err(Failure::Guest)?;
     match (&f.kind, value) {
@@ -355,7 +374,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// Admits the request, runs its call on the function's worker threads and waits for it.
-async fn call(f: &Function, invocation: Invocation) -> Result<Outcome, Failure> {
+async fn call(f: &Function, invocation: Invocation, request_id: &str) -> Result<Outcome, Failure> {
     let permit = f.admission.try_admit().ok_or(Failure::Overloaded)?;
     let slot = Arc::new(CallSlot::default());
     let (tx, rx) = oneshot::channel();
@@ -363,6 +382,7 @@ async fn call(f: &Function, invocation: Invocation) -> Result<Outcome, Failure> 
     let job_slot = Arc::clone(&slot);
     let span = tracing::Span::current();
     let name = Arc::clone(&f.name);
+    let request = glint_caps::RequestContext { request_id: request_id.into(), function: Arc::clone(&f.name) };
     f.lane
         .submit(Box::new(move || {
             let _permit = permit;
@@ -371,7 +391,7 @@ async fn call(f: &Function, invocation: Invocation) -> Result<Outcome, Failure> 
                 metrics::counter!(m::CANCELLED, "function" => name.to_string()).increment(1);
                 return;
             }
-            let (outcome, sandbox) = runtime.run(invocation, &job_slot);
+            let (outcome, sandbox) = runtime.run(invocation, &job_slot, request);
             if job_slot.is_cancelled() {
                 metrics::counter!(m::CANCELLED, "function" => name.to_string()).increment(1);
             }

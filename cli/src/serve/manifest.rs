@@ -163,10 +163,10 @@ pub struct FunctionSpec {
     pub max_log_bytes: u64,
     /// Host calls one request may make; more ends the call.
     pub max_host_calls: u64,
-    /// The `[function.capabilities]` table, for the capability code.
-    pub capabilities: toml::Table,
-    /// The `[function.variables]` table, for the capability code.
-    pub variables: toml::Table,
+    /// What `[function.capabilities]` grants.
+    pub grants: glint_caps::Grants,
+    /// `[function.variables]`: readable by the function through `glint:variables/get@1`.
+    pub variables: glint_caps::Variables,
 }
 
 impl FunctionSpec {
@@ -209,8 +209,8 @@ pub struct Manifest {
     pub server: ServerConfig,
     /// Trust settings, if the section is present.
     pub trust: Option<TrustConfig>,
-    /// The top-level `[capabilities]` table, for the capability code.
-    pub capabilities: toml::Table,
+    /// The top-level `[capabilities]` settings (store quotas, outbound defaults).
+    pub capabilities: glint_caps::CapsConfig,
     /// The functions, in file order.
     pub functions: Vec<FunctionSpec>,
 }
@@ -223,7 +223,7 @@ struct RawManifest {
     #[serde(default)]
     trust: Option<Spanned<RawTrust>>,
     #[serde(default)]
-    capabilities: Option<toml::Table>,
+    capabilities: Option<Spanned<glint_caps::CapsConfig>>,
     #[serde(default)]
     function: Vec<Spanned<RawFunction>>,
 }
@@ -292,8 +292,8 @@ struct RawFunction {
     max_response_bytes: Option<Spanned<u64>>,
     max_log_bytes: Option<Spanned<u64>>,
     max_host_calls: Option<Spanned<u64>>,
-    capabilities: Option<toml::Table>,
-    variables: Option<toml::Table>,
+    capabilities: Option<Spanned<glint_caps::Grants>>,
+    variables: Option<glint_caps::Variables>,
 }
 
 /// Defaults of a `[[function]]` (README, "Serve functions over HTTP").
@@ -341,15 +341,15 @@ pub fn quick(guest: &Path) -> Manifest {
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES as usize,
         max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         max_host_calls: DEFAULT_MAX_HOST_CALLS,
-        capabilities: toml::Table::new(),
-        variables: toml::Table::new(),
+        grants: glint_caps::Grants::default(),
+        variables: glint_caps::Variables::default(),
     };
     Manifest {
         file: guest.display().to_string(),
         dir,
         server,
         trust: None,
-        capabilities: toml::Table::new(),
+        capabilities: glint_caps::CapsConfig::default(),
         functions: vec![function],
     }
 }
@@ -436,6 +436,11 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Manifest, ManifestErr
     };
     let server = check_server(&mut c, raw.server.as_ref(), dir);
     let trust = raw.trust.as_ref().map(|t| check_trust(&mut c, t, dir));
+    if let Some(caps) = &raw.capabilities {
+        if let Err(e) = caps.get_ref().validate() {
+            c.at(caps.span().start, format!("[capabilities]: {e}"));
+        }
+    }
     let mut functions: Vec<FunctionSpec> = Vec::new();
     if raw.function.is_empty() {
         c.problems.push(Problem {
@@ -468,7 +473,7 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Manifest, ManifestErr
         dir: dir.to_owned(),
         server,
         trust,
-        capabilities: raw.capabilities.unwrap_or_default(),
+        capabilities: raw.capabilities.map(Spanned::into_inner).unwrap_or_default(),
         functions,
     })
 }
@@ -731,6 +736,19 @@ fn check_function(
         c.range("max_response_bytes", &f.max_response_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_RESPONSE_BYTES)
             as usize;
     let max_log_bytes = c.range("max_log_bytes", &f.max_log_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_LOG_BYTES);
+    if let Some(g) = &f.capabilities {
+        if let Err(e) = glint_caps::AllowList::parse(&g.get_ref().allowed_outbound_hosts) {
+            c.at(g.span().start, format!("[function.capabilities]: {e}"));
+        }
+        for store in &g.get_ref().key_value_stores {
+            if !glint_abi::caps::is_store_name(store) {
+                c.at(
+                    g.span().start,
+                    format!("[function.capabilities]: `key_value_stores` names {store:?}: a store name is 1 to 64 characters of A-Z a-z 0-9 _ . -"),
+                );
+            }
+        }
+    }
     let max_host_calls = c.range("max_host_calls", &f.max_host_calls, 0..=(1 << 32), "", DEFAULT_MAX_HOST_CALLS);
 
     if c.problems.len() != before {
@@ -754,7 +772,7 @@ fn check_function(
         max_response_bytes,
         max_log_bytes,
         max_host_calls,
-        capabilities: f.capabilities.clone().unwrap_or_default(),
+        grants: f.capabilities.as_ref().map(|g| g.get_ref().clone()).unwrap_or_default(),
         variables: f.variables.clone().unwrap_or_default(),
     })
 }

@@ -32,7 +32,9 @@ pub const CONNECTIONS_OPEN: &str = "glint_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "glint_connections_rejected_total";
 pub const LOG_DROPPED: &str = "glint_guest_log_lines_dropped_total";
 
-/// Every metric name, for docs and tests.
+/// Every metric name above plus the audit counter, for tests that check names used elsewhere
+/// (deploy/prometheus/alerts.yml).
+#[cfg(test)]
 pub const ALL: &[&str] = &[
     REQUESTS,
     DURATION,
@@ -46,6 +48,7 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_OPEN,
     CONNECTIONS_REJECTED,
     LOG_DROPPED,
+    crate::audit::AUDIT_EVENTS,
 ];
 
 /// Request-duration buckets, in seconds: 50 us to 10 s.
@@ -88,4 +91,5 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     describe_counter!(CONNECTIONS_REJECTED, "Connections refused over max_connections.");
     describe_counter!(LOG_DROPPED, "Guest log lines dropped over the per-request log budget.");
+    describe_counter!(crate::audit::AUDIT_EVENTS, "Audit events, by event and function (schema: cli/src/audit.rs).");
 }

@@ -18,6 +18,7 @@ pub mod conn;
 pub mod front;
 pub mod handler;
 pub mod limits;
+pub mod loadgen;
 pub mod manifest;
 pub mod metrics;
 pub mod respond;
@@ -53,6 +54,8 @@ pub struct Function {
     pub max_response_bytes: usize,
     /// Deadline of each guest call.
     pub call_timeout: std::time::Duration,
+    /// Its capabilities (and the redactor of its secrets, for logging what its guest wrote).
+    pub caps: Option<glint_caps::FunctionCaps>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -89,27 +92,58 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The capabilities could not be prepared (a grant, a variable, the key-value database).
+    #[error("{}capabilities", function.as_ref().map(|(f, l)| format!("function `{f}` (line {l}): ")).unwrap_or_default())]
+    Capabilities {
+        /// The function and its line, when one function's grants are at fault.
+        function: Option<(String, usize)>,
+        /// What the capability code said.
+        #[source]
+        source: glint_caps::CapsError,
+    },
     /// The OS refused a thread or the runtime.
     #[error("cannot start the server's threads")]
     Threads(#[source] std::io::Error),
 }
 
 impl App {
-    /// Prepares every function of `manifest`: images loaded and initialised, pools filling,
-    /// worker threads started. `configure` adds each function's host functions.
+    /// Prepares every function of `manifest`: capabilities resolved (the key-value database
+    /// opened if a store is granted), images checked, loaded and initialised, pools filling,
+    /// worker threads started.
     ///
     /// # Errors
     /// The first function that cannot be prepared.
-    pub fn new(
-        manifest: &Manifest,
-        mut configure: impl FnMut(&manifest::FunctionSpec, glint::SandboxBuilder) -> Result<glint::SandboxBuilder, String>,
-    ) -> Result<App, ServeError> {
-        let mut functions = Vec::new();
+    pub fn new(manifest: &Manifest) -> Result<App, ServeError> {
         // Trust: every image verified at load (local) or pulled and verified (oci://), audited.
         let trust = crate::trust::ManifestTrust::new(manifest).map_err(StartError::Image)?;
+        let audit = trust.audit().clone();
+        let caps = glint_caps::CapsContext::new(&manifest.capabilities, Some(&manifest.server.data_dir))
+            .map_err(|e| ServeError::Capabilities { function: None, source: e })?
+            .on_denial(move |d| {
+                ::metrics::counter!(metrics::DENIALS, "function" => d.function.to_string(), "capability" => d.capability)
+                    .increment(1);
+                tracing::warn!(
+                    function = %d.function,
+                    request_id = d.request_id.as_deref(),
+                    capability = d.capability,
+                    rule = d.rule,
+                    "capability denied: {}",
+                    d.detail
+                );
+                let mut event = crate::audit::AuditEvent::new(crate::audit::AuditKind::CapabilityDenied, d.detail.clone())
+                    .function(d.function.to_string())
+                    .rule(d.rule.to_string());
+                if let Some(id) = d.request_id.as_deref() {
+                    event = event.request_id(id);
+                }
+                audit.record(event);
+            });
+        let mut functions = Vec::new();
         for spec in &manifest.functions {
-            let image = trust.load(manifest, spec).map_err(StartError::Image)?;
-            let runtime = Runtime::guest(spec, &manifest.server, &image, |b| configure(spec, b))?;
+            let loaded = trust.load(manifest, spec).map_err(StartError::Image)?;
+            let fcaps = glint_caps::FunctionCaps::new(&spec.name, &spec.grants, &spec.variables, &caps)
+                .map_err(|e| ServeError::Capabilities { function: Some((spec.name.clone(), spec.line)), source: e })?;
+            let runtime = Runtime::guest(spec, &manifest.server, &loaded, &fcaps)?;
             functions.push(Function {
                 name: spec.name.as_str().into(),
                 route: spec.route.to_string(),
@@ -119,6 +153,7 @@ impl App {
                 lane: Lane::new(&spec.name, spec.max_concurrency).map_err(ServeError::Threads)?,
                 max_response_bytes: spec.max_response_bytes,
                 call_timeout: spec.timeout,
+                caps: Some(fcaps),
             });
             tracing::info!(function = %spec.name, route = %spec.route, "function ready");
         }
