@@ -144,7 +144,7 @@ pub fn check(manifest: &Manifest) -> Vec<Violation> {
                     for (import, hint) in ungranted_imports(f, &bytes) {
                         out.push(deny(
                             Rule::CapabilityGrant,
-                            format!("its image imports `{import}`, which it is not granted: add {hint}"),
+                            format!("imports `{import}` but its manifest entry does not grant it: add {hint}"),
                         ));
                     }
                 }

@@ -197,7 +197,7 @@ fn bad_signatures_pins_and_ungranted_imports_are_denied() {
         lines[1]
     );
     assert!(lines[2].ends_with(
-        "policy `capability_grant` denies function `kv`: its image imports `glint:kv/get@1`, which it is not granted: add `key_value_stores = [\"<store>\"]` under [function.capabilities]"
+        "policy `capability_grant` denies function `kv`: imports `glint:kv/get@1` but its manifest entry does not grant it: add `key_value_stores = [\"<store>\"]` under [function.capabilities]"
     ), "{}", lines[2]);
 }
 
