@@ -186,3 +186,66 @@ fn an_oci_image_is_pulled_at_start_and_a_replaced_one_is_refused() {
     assert!(err.contains("is unsigned, and the trust policy requires a signature"), "{err}");
     assert_eq!(f.audit().pop().unwrap()["rule"], "signature");
 }
+
+#[test]
+fn the_audit_log_after_a_scripted_sequence_holds_exactly_the_expected_events_and_no_secret() {
+    require_kvm!();
+    require_openssl!();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let secret = "s3cr3t-42-value";
+    let manifest = [
+        format!("[trust]\naudit_log = \"{}\"\n\n", audit.display()),
+        support::testguest_fn(
+            "t",
+            "/t",
+            &format!("timeout_ms = 300\nmax_response_bytes = 1024\nvariables = {{ token = {{ value = \"{secret}\", secret = true }} }}"),
+        ),
+        support::testguest_fn("full", "/full", "max_concurrency = 1\nqueue = 0\ntimeout_ms = 60000"),
+    ]
+    .concat();
+    let mut s = Server::start(&manifest);
+    assert_eq!(s.post("/t/call/rt_i32", "[1]").status, 200);
+    assert_eq!(s.post("/t/call/ud2", "[]").status, 500);
+    assert_eq!(s.post("/t/call/panics", &format!("[\"leaking {secret}\"]")).status, 500);
+    assert_eq!(s.post("/t/call/make_bytes", "[2000, 7]").status, 500);
+    assert_eq!(s.post("/t/call/spin", "[]").status, 504);
+    let n = support::busy_iterations(&s, "/full/call/busy", std::time::Duration::from_secs(3));
+    let addr = s.addr;
+    let slow =
+        std::thread::spawn(move || support::request(addr, "POST", "/full/call/busy", &[], format!("[{n}]").as_bytes()));
+    s.wait_metric("glint_requests_in_flight{function=\"full\"}", 1.0);
+    let shed = s.post("/full/call/busy", "[1]");
+    assert_eq!(shed.status, 503);
+    assert_eq!(slow.join().unwrap().status, 200);
+    s.sigterm();
+    assert_eq!(s.wait_exit(), Some(0));
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains(secret), "a secret reached the audit log:\n{text}");
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(&str, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["function"].as_str().unwrap(), e["rule"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("image_verified", "t", None),
+            ("image_verified", "full", None),
+            ("guest_fault", "t", Some("guest_fault")),
+            ("guest_fault", "t", Some("guest_error")),
+            ("quota_exceeded", "t", Some("max_response_bytes")),
+            ("timeout", "t", Some("timeout")),
+            ("overload", "full", Some("max_concurrency")),
+        ],
+        "{text}"
+    );
+    let digest = openssl_digest(Path::new(glint_guest_artifacts::TESTGUEST));
+    for e in &events {
+        assert_eq!(e["image_digest"], digest.as_str(), "{e}");
+    }
+    // Run-time events carry the request id the client saw.
+    assert_eq!(events[6]["request_id"].as_str(), shed.header("x-request-id"));
+    assert!(events[3]["detail"].as_str().unwrap().contains("leaking"), "{}", events[3]);
+}

@@ -56,6 +56,8 @@ pub struct Function {
     pub call_timeout: std::time::Duration,
     /// Its capabilities (and the redactor of its secrets, for logging what its guest wrote).
     pub caps: Option<glint_caps::FunctionCaps>,
+    /// Where this function's run-time audit events go (trust), and its image digest.
+    pub audit: Option<FunctionAudit>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -72,6 +74,15 @@ pub struct App {
     draining: AtomicBool,
     seq: AtomicU64,
     id_prefix: String,
+}
+
+/// A function's audit context: the server's audit log and the function's image digest.
+#[derive(Debug, Clone)]
+pub struct FunctionAudit {
+    /// The audit log (shared by every function).
+    pub log: crate::audit::AuditLog,
+    /// `sha256:<hex>` of the function's image.
+    pub image_digest: Option<String>,
 }
 
 /// Why the server could not start or run.
@@ -154,6 +165,10 @@ impl App {
                 max_response_bytes: spec.max_response_bytes,
                 call_timeout: spec.timeout,
                 caps: Some(fcaps),
+                audit: Some(FunctionAudit {
+                    log: trust.audit().clone(),
+                    image_digest: loaded.image.verification().map(|v| v.digest().to_string()),
+                }),
             });
             tracing::info!(function = %spec.name, route = %spec.route, "function ready");
         }
