@@ -15,6 +15,11 @@ impl Failure {
         Failure { status: 2, message: message.into() }
     }
 
+    /// Status 3: the guest image is refused (or its trust material unusable).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure { status: 3, message: message.into() }
+    }
+
     /// Prints the line (one per problem when there are several) and returns the exit status.
     pub fn report(&self) -> ExitCode {
         for line in self.message.lines() {
@@ -59,6 +64,27 @@ impl Failure {
 impl From<glint::Error> for Failure {
     fn from(e: glint::Error) -> Self {
         Failure { status: Failure::from_glint_ref(&e), message: one_line(&e) }
+    }
+}
+
+/// A key or signature that cannot be used refuses the image, as a failed check does (status 3).
+impl From<glint::TrustError> for Failure {
+    fn from(e: glint::TrustError) -> Self {
+        glint::Error::Trust(e).into()
+    }
+}
+
+/// Registry failures: a refused image is status 3 like any refused image, a bad reference is a
+/// usage error (2), anything between glint and the registry is status 5.
+impl From<crate::registry::RegistryError> for Failure {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        let status = match &e {
+            RegistryError::Trust(_) => 3,
+            RegistryError::Reference(_) | RegistryError::PushNeedsTag { .. } => 2,
+            _ => 5,
+        };
+        Failure { status, message: one_line(&e) }
     }
 }
 

@@ -184,7 +184,13 @@ fn images_that_cannot_serve_are_refused_at_start() {
     };
     let (code, err) = run("[[function]]\nname = \"m\"\nimage = \"missing.elf\"\nroute = \"/m\"\nkind = \"typed\"\n");
     assert_eq!(code, Some(3), "{err}");
-    assert!(err.starts_with("glint: function `m` (line 1): guest image refused"), "{err}");
+    // The deploy-time policy reads every local image first (trust: rule `trusted_image`).
+    assert!(
+        err.lines().any(|l| l.starts_with("glint: ")
+            && l.contains("denies function `m`: cannot read image")
+            && l.ends_with("missing.elf: No such file or directory (os error 2)")),
+        "{err}"
+    );
     let (code, err) = run(&testguest_fn("h", "/h", "").replace("kind = \"typed\"", "kind = \"http\""));
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("the image exports no handler `handle`"), "{err}");
@@ -194,7 +200,9 @@ fn images_that_cannot_serve_are_refused_at_start() {
     let digest = format!("digest = \"sha256:{}\"", "0".repeat(64));
     let (code, err) = run(&testguest_fn("d", "/d", &digest));
     assert_eq!(code, Some(3), "{err}");
-    assert!(err.contains("`digest` is not supported by this build yet"), "{err}");
+    // A wrong pin is refused by the deploy-time policy, with both digests.
+    assert!(err.contains("policy `trusted_image` denies function `d`: image digest is sha256:"), "{err}");
+    assert!(err.contains(&format!("the pin expects sha256:{}", "0".repeat(64))), "{err}");
 }
 
 #[test]

@@ -206,8 +206,9 @@ fn an_image_importing_an_ungranted_capability_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("glint: ")).collect();
-    let kv = "glint: function `web` (line 1) imports `glint:kv/get@1` but its manifest entry does not grant it: add `key_value_stores = [\"<store>\"]` under [function.capabilities]";
-    assert!(lines.contains(&kv), "{err}");
+    // Reported by the deploy-time policy check (trust: rule `capability_grant`), which runs first.
+    let kv = "policy `capability_grant` denies function `web`: imports `glint:kv/get@1` but its manifest entry does not grant it: add `key_value_stores = [\"<store>\"]` under [function.capabilities]";
+    assert!(lines.iter().any(|l| l.ends_with(kv)), "{err}");
     assert!(lines.iter().any(|l| l.contains("`glint:http/send@1`") && l.contains("allowed_outbound_hosts")), "{err}");
     assert!(!lines.iter().any(|l| l.contains("glint:clock")), "clock is granted: {err}");
     // The test guest imports no capability: it starts without grants.

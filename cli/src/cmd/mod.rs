@@ -2,8 +2,12 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod policy;
+pub mod pull;
+pub mod push;
 pub mod run;
 pub mod serve;
+pub mod verify;
 
 use std::time::Duration;
 

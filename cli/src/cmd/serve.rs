@@ -25,15 +25,30 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the line on stdout tells which).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Quick mode's trust options (a manifest has its own `[trust]`, `digest` and `signature`).
+    #[command(flatten)]
+    pub trust: crate::trust::TrustArgs,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let _log = crate::logging::init();
     let manifest = match (&a.manifest, &a.guest) {
+        (Some(_), _) if !a.trust.is_empty() => {
+            return Err(Failure::usage(
+                "--key, --signature and --digest are for --guest; a manifest has [trust], digest and signature",
+            ));
+        }
         (Some(path), _) => manifest::load(path).map_err(|e| failure(ServeError::Manifest(e)))?,
-        (None, Some(guest)) => manifest::quick(guest),
+        (None, Some(guest)) => {
+            let mut m = manifest::quick(guest);
+            a.trust.apply_to_quick(&mut m);
+            m
+        }
         (None, None) => return Err(Failure::usage("give a manifest or --guest <GUEST>")),
     };
+    // Deploy-time policy (trust): refuse to start on any violation, with the same lines as
+    // `glint policy check`.
+    super::policy::enforce(&manifest)?;
     serve(&manifest, a.listen).map_err(failure)
 }
 
@@ -97,8 +112,14 @@ fn failure(e: ServeError) -> Failure {
             Failure { status: 3, message: e.to_string() }
         }
         ServeError::Capabilities { .. } => Failure::usage(one_line(&e)),
+        // A refused image is 3 like everywhere else; a registry that fails is 5 (as `glint pull`).
+        ServeError::Start(StartError::Image(crate::trust::ImageLoadError::Registry { source, .. }))
+            if !matches!(**source, crate::registry::RegistryError::Trust(_)) =>
+        {
+            Failure { status: 5, message: one_line(&e) }
+        }
+        ServeError::Start(StartError::Image(_)) => Failure { status: 3, message: one_line(&e) },
         ServeError::Bind { .. } => Failure::usage(one_line(&e)),
-        ServeError::Unsupported(_) => Failure { status: 3, message: one_line(&e) },
         ServeError::Threads(_) => Failure { status: 4, message: one_line(&e) },
     }
 }

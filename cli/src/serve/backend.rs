@@ -6,10 +6,10 @@
 //! that changes: the request context becomes the sandbox's `T`, and `imports()` feeds the
 //! capability check at start.
 
-use super::manifest::{FunctionKind, FunctionSpec, ImageSource, ServerConfig};
+use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
-    CallStats, Export, GuestImage, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder,
-    SandboxPool, Signature, Value, ValueType, WhenEmpty,
+    CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
+    Signature, Value, ValueType, WhenEmpty,
 };
 use glint_caps::{CapabilityImport, FunctionCaps, Redactor, RequestContext, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +28,9 @@ pub enum StartError {
         #[source]
         source: glint::Error,
     },
+    /// The image was refused by its trust policy, or could not be loaded or pulled.
+    #[error(transparent)]
+    Image(#[from] crate::trust::ImageLoadError),
     /// The image imports capabilities its manifest entry does not grant: one line each.
     #[error("{}", ungranted.iter().map(|(import, hint)| format!(
         "function `{function}` (line {line}) imports `{import}` but its manifest entry does not grant it: add {hint}"
@@ -58,6 +61,8 @@ impl StartError {
         match self {
             StartError::Glint { source, .. } => Some(source),
             StartError::Refused { .. } | StartError::Ungranted { .. } => None,
+            StartError::Image(crate::trust::ImageLoadError::Image { source, .. }) => Some(&**source),
+            StartError::Image(_) => None,
         }
     }
 }
@@ -140,32 +145,25 @@ impl Runtime {
     ///
     /// # Errors
     /// A [`StartError`] naming the function.
-    pub fn guest(spec: &FunctionSpec, server: &ServerConfig, caps: &FunctionCaps) -> Result<Runtime, StartError> {
+    pub fn guest(
+        spec: &FunctionSpec,
+        server: &ServerConfig,
+        loaded: &crate::trust::LoadedImage,
+        caps: &FunctionCaps,
+    ) -> Result<Runtime, StartError> {
         let refused = |detail: String| StartError::Refused { function: spec.name.clone(), line: spec.line, detail };
         let glint_err = |source| StartError::Glint { function: spec.name.clone(), line: spec.line, source };
-        let path = match &spec.image {
-            ImageSource::File(p) => p,
-            ImageSource::Oci(r) => {
-                return Err(refused(format!(
-                    "image oci://{r}: pulling from a registry is not available in this build yet"
-                )))
-            }
-        };
-        for (key, set) in [
-            ("digest", spec.digest.is_some()),
-            ("signature", spec.signature.is_some()),
-            ("snapshot", spec.snapshot.is_some()),
-        ] {
-            if set {
-                // Running an image whose pin or signature we did not check would be worse than
-                // refusing: the operator asked for the check.
-                return Err(refused(format!("`{key}` is not supported by this build yet: remove it or upgrade glint")));
-            }
+        // The image comes verified (trust policy, pulled if oci://) from crate::trust::ManifestTrust.
+        if spec.snapshot.is_some() {
+            return Err(refused(
+                "`snapshot` is not supported by this build yet: remove it or upgrade glint".to_owned(),
+            ));
         }
-        let image = GuestImage::from_file(path).map_err(glint_err)?;
-        let bytes = std::fs::read(path).map_err(|e| refused(format!("cannot read {}: {e}", path.display())))?;
-        let ungranted: Vec<(&'static str, &'static str)> =
-            capability_imports(&bytes).filter(|i| !caps.grants(i.capability)).map(|i| (i.name, i.grant_hint)).collect();
+        let image = &loaded.image;
+        let ungranted: Vec<(&'static str, &'static str)> = capability_imports(&loaded.bytes)
+            .filter(|i| !caps.grants(i.capability))
+            .map(|i| (i.name, i.grant_hint))
+            .collect();
         if !ungranted.is_empty() {
             return Err(StartError::Ungranted { function: spec.name.clone(), line: spec.line, ungranted });
         }
@@ -177,7 +175,7 @@ impl Runtime {
             when_empty: WhenEmpty::Wait(spec.timeout),
             restore_in_background: false,
         };
-        let pool = SandboxPool::new(&builder, &image, config).map_err(glint_err)?;
+        let pool = SandboxPool::new(&builder, image, config).map_err(glint_err)?;
         let exports = pool.take().map_err(glint_err)?.exports().to_vec();
         let runtime = Runtime { engine: Engine::Guest(pool), exports };
         runtime.check_exports(spec).map_err(refused)?;

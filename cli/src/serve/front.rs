@@ -150,6 +150,7 @@ pub async fn respond(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<By
         Ok(r) => r,
         Err(failure) => {
             record_failure(&failure, &label, function, &span);
+            audit_failure(&failure, function, &request_id);
             failure.into_response(&request_id)
         }
     };
@@ -205,6 +206,48 @@ fn record_failure(failure: &Failure, function: &str, f: Option<&Function>, span:
         }
         Failure::BadResponse(detail) => tracing::warn!(parent: span, "{detail}"),
         other => tracing::debug!(parent: span, kind = other.kind(), "request refused"),
+    }
+}
+
+/// The audit event a failed request leaves (trust: cli/src/audit.rs), if any: overload, quota
+/// exceeded, guest fault, timeout, kill. Capability denials are recorded by the caps hook.
+fn audit_failure(failure: &Failure, f: Option<&Function>, request_id: &str) {
+    use crate::audit::{AuditEvent, AuditKind};
+    let Some((f, audit)) = f.and_then(|f| Some((f, f.audit.as_ref()?))) else { return };
+    let redact = |text: String| match f.caps.as_ref() {
+        Some(caps) => caps.redactor().redact(&text).into_owned(),
+        None => text,
+    };
+    let event = match failure {
+        Failure::Overloaded => Some(
+            AuditEvent::new(AuditKind::Overload, "shed with 503: the function's running and waiting requests are full")
+                .rule("max_concurrency"),
+        ),
+        Failure::ResponseTooLarge { size, limit } => Some(
+            AuditEvent::new(
+                AuditKind::QuotaExceeded,
+                format!("response of {size} bytes over max_response_bytes = {limit}"),
+            )
+            .rule("max_response_bytes"),
+        ),
+        Failure::Guest(e) => {
+            let kind = match e.kind() {
+                glint::ErrorKind::GuestFault | glint::ErrorKind::GuestError => Some(AuditKind::GuestFault),
+                glint::ErrorKind::Timeout => Some(AuditKind::Timeout),
+                glint::ErrorKind::Killed => Some(AuditKind::Kill),
+                glint::ErrorKind::ResourceLimit => Some(AuditKind::QuotaExceeded),
+                _ => None,
+            };
+            kind.map(|k| AuditEvent::new(k, redact(crate::failure::one_line(e))).rule(e.kind().as_str()))
+        }
+        _ => None,
+    };
+    if let Some(mut event) = event {
+        event = event.function(f.name.to_string()).request_id(request_id);
+        if let Some(d) = &audit.image_digest {
+            event = event.image_digest(d);
+        }
+        audit.log.record(event);
     }
 }
 

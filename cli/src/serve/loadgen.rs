@@ -122,6 +122,7 @@ fn native_app(server: ServerConfig, queue: usize) -> Result<App, ServeError> {
         max_response_bytes: 1 << 20,
         call_timeout: Duration::from_secs(10),
         caps: None,
+        audit: None,
     };
     Ok(App::from_parts(server, Router::new(vec![(route.typed_calls(), 0)]), vec![function]))
 }

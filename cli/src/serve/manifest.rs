@@ -71,6 +71,11 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     /// Where the key-value stores live (relative paths are relative to the manifest).
     pub data_dir: PathBuf,
+    /// Policy (trust): the most memory a function may ask for; above it `glint policy check`
+    /// denies the deployment (rule `max_memory`).
+    pub max_memory_mib: u64,
+    /// Policy (trust): the longest per-request timeout a function may ask for (rule `max_timeout`).
+    pub max_timeout: Duration,
 }
 
 /// The number of CPUs this process may use (at least 1).
@@ -91,6 +96,8 @@ impl ServerConfig {
             grace_period: Duration::from_secs(25),
             worker_threads: cpus(),
             data_dir: dir.join("data"),
+            max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
+            max_timeout: Duration::from_millis(DEFAULT_MAX_TIMEOUT_MS),
         }
     }
 }
@@ -182,11 +189,22 @@ pub struct TrustConfig {
     pub require_signatures: Option<bool>,
     /// Whether every image must have a digest pin.
     pub require_digests: Option<bool>,
+    /// Whether outbound host patterns as broad as `*` are allowed (policy rule `outbound_hosts`).
+    pub allow_broad_outbound: bool,
+    /// Registry hosts (`host:port`) that `oci://` images may be pulled from over plain HTTP.
+    pub insecure_http_registries: Vec<String>,
+    /// Where audit events go: a path relative to the manifest, `-` for stdout, `None` for
+    /// tracing only.
+    pub audit_log: Option<String>,
 }
 
 /// A whole manifest, checked.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// The file as given (for policy messages).
+    pub file: String,
+    /// The manifest's directory (the audit log path is relative to it).
+    pub dir: PathBuf,
     /// Server limits.
     pub server: ServerConfig,
     /// Trust settings, if the section is present.
@@ -222,6 +240,8 @@ struct RawServer {
     grace_period_ms: Option<Spanned<u64>>,
     worker_threads: Option<Spanned<u64>>,
     data_dir: Option<Spanned<String>>,
+    max_memory_mib: Option<Spanned<u64>>,
+    max_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +251,11 @@ struct RawTrust {
     keys: Vec<Spanned<String>>,
     require_signatures: Option<bool>,
     require_digests: Option<bool>,
+    #[serde(default)]
+    allow_broad_outbound: bool,
+    #[serde(default)]
+    insecure_http_registries: Vec<String>,
+    audit_log: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +308,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 << 10;
 /// Default host calls per request.
 pub const DEFAULT_MAX_HOST_CALLS: u64 = 100_000;
+/// Default `[server] max_memory_mib` (policy): the largest `memory_mib` a function may set. The
+/// defaults of both maxima are the manifest's own bounds, so nothing is denied until an operator
+/// lowers them.
+pub const DEFAULT_MAX_MEMORY_MIB: u64 = 256;
+/// Default `[server] max_timeout_ms` (policy): the longest `timeout_ms` a function may set.
+pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// The manifest of quick mode (`glint serve --guest G`): one typed function at `/`, so every
 /// export answers `POST /call/<export>`, with the default limits.
@@ -313,7 +344,14 @@ pub fn quick(guest: &Path) -> Manifest {
         grants: glint_caps::Grants::default(),
         variables: glint_caps::Variables::default(),
     };
-    Manifest { server, trust: None, capabilities: glint_caps::CapsConfig::default(), functions: vec![function] }
+    Manifest {
+        file: guest.display().to_string(),
+        dir,
+        server,
+        trust: None,
+        capabilities: glint_caps::CapsConfig::default(),
+        functions: vec![function],
+    }
 }
 
 /// Paths the server answers itself; no function may take them.
@@ -431,6 +469,8 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Manifest, ManifestErr
         return Err(ManifestError::Invalid { problems: c.problems });
     }
     Ok(Manifest {
+        file: file.to_owned(),
+        dir: dir.to_owned(),
         server,
         trust,
         capabilities: raw.capabilities.map(Spanned::into_inner).unwrap_or_default(),
@@ -505,6 +545,14 @@ fn check_server(c: &mut Checker<'_>, raw: Option<&Spanned<RawServer>>, dir: &Pat
             }
             Some(p) => dir.join(p.get_ref()),
         },
+        max_memory_mib: c.range("max_memory_mib", &s.max_memory_mib, 1..=256, " MiB", d.max_memory_mib),
+        max_timeout: ms(c.range(
+            "max_timeout_ms",
+            &s.max_timeout_ms,
+            1..=3_600_000,
+            " ms",
+            d.max_timeout.as_millis() as u64,
+        )),
     }
 }
 
@@ -518,7 +566,22 @@ fn check_trust(c: &mut Checker<'_>, raw: &Spanned<RawTrust>, dir: &Path) -> Trus
             keys.push(dir.join(k.get_ref()));
         }
     }
-    TrustConfig { keys, require_signatures: t.require_signatures, require_digests: t.require_digests }
+    let audit_log = match &t.audit_log {
+        Some(p) if p.get_ref().is_empty() => {
+            c.at(p.span().start, "`audit_log` is empty (use \"-\" for stdout)");
+            None
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    TrustConfig {
+        keys,
+        require_signatures: t.require_signatures,
+        require_digests: t.require_digests,
+        allow_broad_outbound: t.allow_broad_outbound,
+        insecure_http_registries: t.insecure_http_registries.clone(),
+        audit_log,
+    }
 }
 
 /// Function names become metric labels and log fields: keep them short and plain.

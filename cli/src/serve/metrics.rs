@@ -32,6 +32,25 @@ pub const CONNECTIONS_OPEN: &str = "glint_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "glint_connections_rejected_total";
 pub const LOG_DROPPED: &str = "glint_guest_log_lines_dropped_total";
 
+/// Every metric name above plus the audit counter, for tests that check names used elsewhere
+/// (deploy/prometheus/alerts.yml).
+#[cfg(test)]
+pub const ALL: &[&str] = &[
+    REQUESTS,
+    DURATION,
+    SANDBOXES,
+    IN_FLIGHT,
+    GUEST_FAULTS,
+    TIMEOUTS,
+    OVERLOADED,
+    DENIALS,
+    CANCELLED,
+    CONNECTIONS_OPEN,
+    CONNECTIONS_REJECTED,
+    LOG_DROPPED,
+    crate::audit::AUDIT_EVENTS,
+];
+
 /// Request-duration buckets, in seconds: 50 us to 10 s.
 const BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -72,4 +91,5 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     describe_counter!(CONNECTIONS_REJECTED, "Connections refused over max_connections.");
     describe_counter!(LOG_DROPPED, "Guest log lines dropped over the per-request log budget.");
+    describe_counter!(crate::audit::AUDIT_EVENTS, "Audit events, by event and function (schema: cli/src/audit.rs).");
 }

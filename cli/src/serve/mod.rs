@@ -56,6 +56,8 @@ pub struct Function {
     pub call_timeout: std::time::Duration,
     /// Its capabilities (and the redactor of its secrets, for logging what its guest wrote).
     pub caps: Option<glint_caps::FunctionCaps>,
+    /// Where this function's run-time audit events go (trust), and its image digest.
+    pub audit: Option<FunctionAudit>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -72,6 +74,15 @@ pub struct App {
     draining: AtomicBool,
     seq: AtomicU64,
     id_prefix: String,
+}
+
+/// A function's audit context: the server's audit log and the function's image digest.
+#[derive(Debug, Clone)]
+pub struct FunctionAudit {
+    /// The audit log (shared by every function).
+    pub log: crate::audit::AuditLog,
+    /// `sha256:<hex>` of the function's image.
+    pub image_digest: Option<String>,
 }
 
 /// Why the server could not start or run.
@@ -101,9 +112,6 @@ pub enum ServeError {
         #[source]
         source: glint_caps::CapsError,
     },
-    /// The manifest asks for something this build cannot do yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The OS refused a thread or the runtime.
     #[error("cannot start the server's threads")]
     Threads(#[source] std::io::Error),
@@ -117,19 +125,12 @@ impl App {
     /// # Errors
     /// The first function that cannot be prepared.
     pub fn new(manifest: &Manifest) -> Result<App, ServeError> {
-        if let Some(trust) = &manifest.trust {
-            if !trust.keys.is_empty() || trust.require_signatures == Some(true) || trust.require_digests == Some(true) {
-                // Serving unverified images under a policy that asks for verification would be
-                // worse than not starting.
-                return Err(ServeError::Unsupported(
-                    "[trust]: image signatures and digest pins are not checked by this build yet; remove the section or upgrade glint"
-                        .into(),
-                ));
-            }
-        }
+        // Trust: every image verified at load (local) or pulled and verified (oci://), audited.
+        let trust = crate::trust::ManifestTrust::new(manifest).map_err(StartError::Image)?;
+        let audit = trust.audit().clone();
         let caps = glint_caps::CapsContext::new(&manifest.capabilities, Some(&manifest.server.data_dir))
             .map_err(|e| ServeError::Capabilities { function: None, source: e })?
-            .on_denial(|d| {
+            .on_denial(move |d| {
                 ::metrics::counter!(metrics::DENIALS, "function" => d.function.to_string(), "capability" => d.capability)
                     .increment(1);
                 tracing::warn!(
@@ -140,12 +141,20 @@ impl App {
                     "capability denied: {}",
                     d.detail
                 );
+                let mut event = crate::audit::AuditEvent::new(crate::audit::AuditKind::CapabilityDenied, d.detail.clone())
+                    .function(d.function.to_string())
+                    .rule(d.rule.to_string());
+                if let Some(id) = d.request_id.as_deref() {
+                    event = event.request_id(id);
+                }
+                audit.record(event);
             });
         let mut functions = Vec::new();
         for spec in &manifest.functions {
+            let loaded = trust.load(manifest, spec).map_err(StartError::Image)?;
             let fcaps = glint_caps::FunctionCaps::new(&spec.name, &spec.grants, &spec.variables, &caps)
                 .map_err(|e| ServeError::Capabilities { function: Some((spec.name.clone(), spec.line)), source: e })?;
-            let runtime = Runtime::guest(spec, &manifest.server, &fcaps)?;
+            let runtime = Runtime::guest(spec, &manifest.server, &loaded, &fcaps)?;
             functions.push(Function {
                 name: spec.name.as_str().into(),
                 route: spec.route.to_string(),
@@ -156,6 +165,10 @@ impl App {
                 max_response_bytes: spec.max_response_bytes,
                 call_timeout: spec.timeout,
                 caps: Some(fcaps),
+                audit: Some(FunctionAudit {
+                    log: trust.audit().clone(),
+                    image_digest: loaded.image.verification().map(|v| v.digest().to_string()),
+                }),
             });
             tracing::info!(function = %spec.name, route = %spec.route, "function ready");
         }

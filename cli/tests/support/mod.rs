@@ -317,6 +317,19 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// How many iterations of the test guest's `busy` take about `target` on this machine now
+/// (measured once through the server): for tests that need a call in flight for a while and
+/// check that it was, rather than assuming it.
+#[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+pub fn busy_iterations(server: &Server, path: &str, target: Duration) -> u64 {
+    let n = 20_000_000u64;
+    let start = Instant::now();
+    let r = server.post(path, &format!("[{n}]"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let per = start.elapsed().as_secs_f64() / n as f64;
+    ((target.as_secs_f64() / per.max(1e-10)) as u64).clamp(n, 50_000_000_000)
+}
+
 /// An upstream HTTP server on 127.0.0.1 that holds every request until [`Gate::open`]: guest
 /// calls that fetch from it (the example HTTP guest's `/fetch?url=`) stay in flight exactly as
 /// long as a test wants, whatever the machine's speed.
