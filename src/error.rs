@@ -101,7 +101,8 @@ pub enum Error {
     HostFunction {
         /// Host function name.
         name: String,
-        /// The host function's own error.
+        /// The host function's own error, shared so that `Error` is `Clone`: to get its type
+        /// back, downcast this field (`source.downcast_ref::<MyError>()`), not the source chain.
         #[source]
         source: HostError,
     },
@@ -247,7 +248,9 @@ impl Error {
             Error::Vmm(e) if e.is_resource_limit() => ErrorKind::ResourceLimit,
             Error::Vmm(VmmError::NoKvm { .. } | VmmError::MissingCapability { .. }) => ErrorKind::HostUnavailable,
             Error::Vmm(_) | Error::CallbackPanicked { .. } => ErrorKind::Internal,
-            Error::Image(_) | Error::Trust(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => ErrorKind::ImageRefused,
+            Error::Image(_) | Error::Trust(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => {
+                ErrorKind::ImageRefused
+            }
             Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }

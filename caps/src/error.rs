@@ -314,6 +314,13 @@ impl CapsError {
     /// The capability error behind a glint call error, if there is one: the source of
     /// `Error::HostFunction` when a capability failed and the guest call failed after it.
     pub fn find(error: &glint::Error) -> Option<&CapsError> {
+        // A host function's error is shared (`Arc`) in `glint::Error`: downcast it directly, as
+        // the `Arc` in the source chain is its own type.
+        if let glint::Error::HostFunction { source, .. } = error {
+            if let Some(caps) = source.downcast_ref::<CapsError>() {
+                return Some(caps);
+            }
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
             if let Some(caps) = e.downcast_ref::<CapsError>() {

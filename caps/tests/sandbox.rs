@@ -45,7 +45,7 @@ fn context(dir: &Path, quota: u64) -> CapsContext {
 }
 
 fn sandbox(caps: &FunctionCaps) -> Sandbox {
-    caps.register(SandboxBuilder::new()).build(&image()).unwrap().init().unwrap()
+    caps.register(SandboxBuilder::new().unknown_imports_as_traps(true)).build(&image()).unwrap().init().unwrap()
 }
 
 fn call(sb: &mut Sandbox, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
@@ -134,7 +134,12 @@ fn ungranted_capabilities_are_absent_or_refused_naming_the_grant() {
     let sink = Arc::clone(&denials);
     let ctx = ctx.on_denial(move |d: &Denial| sink.lock().unwrap().push(d.clone()));
     let caps = FunctionCaps::new("bare", &Grants::default(), &Variables::new(), &ctx).unwrap();
-    let mut sb = caps.register_denials(SandboxBuilder::new()).build(&image()).unwrap().init().unwrap();
+    let mut sb = caps
+        .register_denials(SandboxBuilder::new().unknown_imports_as_traps(true))
+        .build(&image())
+        .unwrap()
+        .init()
+        .unwrap();
     let r = call(&mut sb, "GET", "/kv/x", &[], b"");
     assert_eq!(r.status, 502);
     assert!(
@@ -198,7 +203,7 @@ fn per_request_limits_reset_with_each_request_of_a_pool() {
     g.max_outbound_requests = Some(1);
     let caps = FunctionCaps::new("http", &g, &vars(), &ctx).unwrap();
     let pool = SandboxPool::new(
-        &caps.register(SandboxBuilder::new()),
+        &caps.register(SandboxBuilder::new().unknown_imports_as_traps(true)),
         &image(),
         PoolConfig { max_sandboxes: 2, ready_target: 1, ..PoolConfig::default() },
     )
@@ -232,7 +237,7 @@ fn a_stopped_call_does_not_wait_for_its_outbound_request() {
     };
     let caps = FunctionCaps::new("http", &g, &Variables::new(), &ctx).unwrap();
     let mut sb = caps
-        .register(SandboxBuilder::new().call_timeout(Some(Duration::from_millis(500))))
+        .register(SandboxBuilder::new().unknown_imports_as_traps(true).call_timeout(Some(Duration::from_millis(500))))
         .build(&image())
         .unwrap()
         .init()
@@ -256,9 +261,10 @@ fn secrets_stay_out_of_logs_errors_and_debug_output() {
     let ctx = context(dir.path(), 1 << 20);
     let caps = FunctionCaps::new("http", &grants(&upstream), &vars(), &ctx).unwrap();
     let redactor = caps.redactor().clone();
-    let builder = caps.register(SandboxBuilder::new()).on_log(move |r: &glint::LogRecord| {
-        sink.lock().unwrap().push(redactor.redact(&r.message).into_owned());
-    });
+    let builder =
+        caps.register(SandboxBuilder::new().unknown_imports_as_traps(true)).on_log(move |r: &glint::LogRecord| {
+            sink.lock().unwrap().push(redactor.redact(&r.message).into_owned());
+        });
     let mut sb = builder.build(&image()).unwrap().init().unwrap();
     // A client sends the secret in a query; the guest logs its request line.
     let echo = call(&mut sb, "GET", &format!("/echo/?token={TOKEN}"), &[], b"");
@@ -286,7 +292,7 @@ fn many_guests_writing_one_key_at_once_leave_one_whole_value() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(dir.path(), 1 << 20);
     let caps = FunctionCaps::new("http", &grants(&upstream), &vars(), &ctx).unwrap();
-    let builder = caps.register(SandboxBuilder::new());
+    let builder = caps.register(SandboxBuilder::new().unknown_imports_as_traps(true));
     let last_values: Vec<Vec<u8>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|t| {

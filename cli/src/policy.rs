@@ -141,11 +141,22 @@ pub fn check(manifest: &Manifest) -> Vec<Violation> {
                     if let Some(v) = trust_violation(f, &base, &bytes, unsigned, manifest) {
                         out.push(deny(Rule::TrustedImage, v));
                     }
-                    for (import, hint) in ungranted_imports(f, &bytes) {
-                        out.push(deny(
+                    match ungranted_imports(f, &bytes) {
+                        Ok(ungranted) => {
+                            for (import, hint) in ungranted {
+                                out.push(deny(
+                                    Rule::CapabilityGrant,
+                                    format!("imports `{import}` but its manifest entry does not grant it: add {hint}"),
+                                ));
+                            }
+                        }
+                        Err(e) if e.kind() == glint::ErrorKind::HostUnavailable => {
+                            eprintln!("note: function `{}`: its imports are not checked here: {}", f.name, one_line(&e))
+                        }
+                        Err(e) => out.push(deny(
                             Rule::CapabilityGrant,
-                            format!("imports `{import}` but its manifest entry does not grant it: add {hint}"),
-                        ));
+                            format!("its imports cannot be read: the image does not initialise: {}", one_line(&e)),
+                        )),
                     }
                 }
             }
@@ -210,19 +221,19 @@ fn trust_violation(
     policy.verify(bytes, signature.as_ref()).err().map(|e| one_line(&e))
 }
 
-/// Each import of the image the function's grants do not allow, with the grant that would.
-///
-/// HOOK (imports): the imports are the capability host-function names (`glint:kv/get@1`, ...)
-/// found in the image's bytes (`serve::backend::capability_imports`, the same scan `glint serve`
-/// makes at start): a guest calls a host function by its name, so the name is in its read-only
-/// data. That can over-report (a name mentioned but never called), never under-report for a
-/// guest built with glint-guest. Switch to the image's declared imports when the core lists them
-/// (issue 8).
-fn ungranted_imports(f: &FunctionSpec, bytes: &[u8]) -> Vec<(&'static str, &'static str)> {
-    crate::serve::backend::capability_imports(bytes)
-        .filter(|i| !f.grants.allows(&f.variables, i.name))
-        .map(|i| (i.name, i.grant_hint))
-        .collect()
+/// Each capability the image declares it imports that the function's grants do not allow, with
+/// the grant that would. The declared imports come from initialising the image once in a
+/// sandbox that provides nothing (`serve::backend::declared_imports`), as `glint serve` does at
+/// start: exactly the imports the guest declares, the ones the server checks.
+fn ungranted_imports(f: &FunctionSpec, bytes: &[u8]) -> Result<Vec<(&'static str, &'static str)>, glint::Error> {
+    let image = glint::GuestImage::from_bytes(bytes)?;
+    let imports = crate::serve::backend::declared_imports(&image)?;
+    Ok(imports
+        .iter()
+        .filter(|i| !f.grants.allows(&f.variables, &i.name))
+        .filter_map(|i| glint_caps::lookup(&i.name))
+        .map(|c| (c.name, c.grant_hint))
+        .collect())
 }
 
 fn outbound_patterns(f: &FunctionSpec) -> Vec<String> {

@@ -256,9 +256,9 @@ impl ManifestTrust {
             ImageSource::File(path) => {
                 let path = manifest.dir.join(path);
                 let bytes = read_bounded(&path).map_err(|source| image_err(glint::Error::Image(source)))?;
-                // Checked and parsed from the same bytes serve then scans for imports.
+                // Checked and parsed from the same bytes.
                 let image = GuestImage::from_bytes_trusted(&bytes, &policy, signature.as_ref()).map_err(image_err)?;
-                Ok(LoadedImage { image, bytes })
+                Ok(LoadedImage { image })
             }
             ImageSource::Oci(text) => {
                 let registry_err = |source: crate::registry::RegistryError| ImageLoadError::Registry {
@@ -281,19 +281,17 @@ impl ManifestTrust {
                 // Verified again at load, on the very bytes that are parsed.
                 let image = GuestImage::from_bytes_trusted(&pulled.bytes, &policy, pulled.signature.as_ref())
                     .map_err(image_err)?;
-                Ok(LoadedImage { image, bytes: pulled.bytes })
+                Ok(LoadedImage { image })
             }
         }
     }
 }
 
-/// A function's image as `glint serve` loads it: verified and parsed, with the file's bytes.
+/// A function's image as `glint serve` loads it: verified and parsed.
 #[derive(Debug, Clone)]
 pub struct LoadedImage {
     /// The verified image (`image.verification()` has its digest and signer).
     pub image: GuestImage,
-    /// The file's bytes, exactly those that were verified and parsed.
-    pub bytes: Vec<u8>,
 }
 
 /// Reads a local image of at most [`crate::registry::MAX_PULL_BYTES`].

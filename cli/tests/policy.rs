@@ -164,31 +164,38 @@ fn the_clean_manifest_passes() {
 fn bad_signatures_pins_and_ungranted_imports_are_denied() {
     require_openssl!();
     let f = Fixture::new();
-    // An image that calls the key-value capability (its name is in the image), correctly signed.
-    let mut bytes = std::fs::read(f.path("hello")).unwrap();
-    bytes.extend_from_slice(b"\0glint:kv/get@1\0");
-    std::fs::write(f.path("kv"), &bytes).unwrap();
+    // The example HTTP guest declares every capability it uses (clock, random, variables, kv,
+    // http); correctly signed.
+    std::fs::copy(glint_guest_artifacts::HTTP, f.path("kv")).unwrap();
     let key = KeyPair { private: f.path("release.pem"), public: f.path("release.pub") };
     key.sign(&f.path("kv"), &f.path("kv.sig"));
     let kv_digest = openssl_digest(&f.path("kv"));
     let wrong = format!("sha256:{}", "0".repeat(64));
+    // Every capability but key-value.
+    let all_but_kv = "[function.capabilities]\nclock = true\nrandom = true\nallowed_outbound_hosts = [\"http://127.0.0.1:9\"]\n[function.variables]\ngreeting = \"hi\"";
     let text = [
         "[trust]\nkeys = [\"release.pub\"]\n".to_owned(),
         // Signed by the trusted key but pinned to other bytes.
         function("pinned", &format!("signature = \"hello.sig\"\ndigest = \"{wrong}\"")),
         // A signature over another file.
         function("mismatch", "signature = \"kv.sig\""),
-        function("kv", &format!("signature = \"kv.sig\"\ndigest = \"{kv_digest}\""))
+        function("kv", &format!("signature = \"kv.sig\"\ndigest = \"{kv_digest}\"\n{all_but_kv}"))
             .replace("image = \"hello\"", "image = \"kv\""),
-        function("kv_granted", "signature = \"kv.sig\"\n[function.capabilities]\nkey_value_stores = [\"default\"]")
-            .replace("image = \"hello\"", "image = \"kv\""),
+        function(
+            "kv_granted",
+            &format!(
+                "signature = \"kv.sig\"\n{}",
+                all_but_kv.replace("clock = true", "clock = true\nkey_value_stores = [\"default\"]")
+            ),
+        )
+        .replace("image = \"hello\"", "image = \"kv\""),
     ]
     .concat();
     let m = f.write("m.toml", &text);
     let out = glint(&[&"policy", &"check", &m]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let lines = stderr_lines(&out);
-    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_eq!(lines.len(), 6, "{lines:#?}");
     assert!(lines[0].contains("policy `trusted_image` denies function `pinned`: image digest is"), "{}", lines[0]);
     assert!(lines[0].ends_with(&format!("the pin expects {wrong}")), "{}", lines[0]);
     assert!(
@@ -196,9 +203,14 @@ fn bad_signatures_pins_and_ungranted_imports_are_denied() {
         "{}",
         lines[1]
     );
-    assert!(lines[2].ends_with(
-        "policy `capability_grant` denies function `kv`: imports `glint:kv/get@1` but its manifest entry does not grant it: add `key_value_stores = [\"<store>\"]` under [function.capabilities]"
-    ), "{}", lines[2]);
+    // One line per declared key-value import, each naming the grant.
+    for (line, import) in
+        lines[2..].iter().zip(["glint:kv/get@1", "glint:kv/set@1", "glint:kv/delete@1", "glint:kv/list@1"])
+    {
+        assert!(line.ends_with(&format!(
+            "policy `capability_grant` denies function `kv`: imports `{import}` but its manifest entry does not grant it: add `key_value_stores = [\"<store>\"]` under [function.capabilities]"
+        )), "{line}");
+    }
 }
 
 #[test]

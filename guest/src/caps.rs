@@ -1,7 +1,9 @@
 //! Typed wrappers over the standard capabilities (`docs/CAPABILITIES.md`).
 //!
 //! Each function is a host call to one `glint:<capability>/<fn>@<version>` host function (names
-//! in `glint_abi::caps`). A capability the embedder or the manifest did not grant is not
+//! in `glint_abi::caps`). Declare the capabilities a guest uses with
+//! [`capabilities!`](crate::capabilities) (`glint_guest::capabilities!(kv, clock);`), so the host
+//! checks them before the first call. A capability the embedder or the manifest did not grant is not
 //! registered, so its calls fail with [`HostCallError`] code `NOT_FOUND`. A capability that
 //! refuses a call (a host outside the allow-list, a quota) fails with code `FAILED` and a message
 //! `<kind>: <detail>`; [`ErrorKind::of`] reads the kind.

@@ -27,8 +27,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
     // Refuse to publish what would be refused at load: the policy and the ELF checks.
     let image = a.trust.load(&a.guest)?;
     drop(image);
-    let bytes = std::fs::read(&a.guest)
-        .map_err(|e| Failure::from(glint::Error::from(glint::ImageError::Io { path: a.guest.clone(), source: std::sync::Arc::new(e) })))?;
+    let bytes = std::fs::read(&a.guest).map_err(|e| {
+        Failure::from(glint::Error::from(glint::ImageError::Io {
+            path: a.guest.clone(),
+            source: std::sync::Arc::new(e),
+        }))
+    })?;
     let signature = a.trust.signature()?;
     let name = a.guest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let conn = Connection { insecure_http: a.insecure_http };

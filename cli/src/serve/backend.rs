@@ -11,7 +11,7 @@ use glint::{
     CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
     Signature, Value, ValueType, WhenEmpty,
 };
-use glint_caps::{CapabilityImport, FunctionCaps, Redactor, RequestContext, RequestUsage};
+use glint_caps::{FunctionCaps, Redactor, RequestContext, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why a function could not be prepared at start.
@@ -137,9 +137,8 @@ pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder
 }
 
 impl Runtime {
-    /// Loads the function's image, checks that it imports no capability it is not granted,
-    /// initialises it once into its pool's template and checks its exports against the
-    /// manifest. The sandboxes get the host functions of `caps` (and refusing stubs for the
+    /// Initialises the function's image once into its pool's template, refuses it if it declares
+    /// a capability import it is not granted, and checks its exports against the manifest. The sandboxes get the host functions of `caps` (and refusing stubs for the
     /// capabilities not granted); guest log lines go to `tracing` (target `guest`) with the
     /// function's secrets redacted.
     ///
@@ -160,14 +159,10 @@ impl Runtime {
             ));
         }
         let image = &loaded.image;
-        let ungranted: Vec<(&'static str, &'static str)> = capability_imports(&loaded.bytes)
-            .filter(|i| !caps.grants(i.capability))
-            .map(|i| (i.name, i.grant_hint))
-            .collect();
-        if !ungranted.is_empty() {
-            return Err(StartError::Ungranted { function: spec.name.clone(), line: spec.line, ungranted });
-        }
-        let builder = caps.register(caps.register_denials(builder_for(spec, server)));
+        // Imports nothing here provides (an embedder's own host functions) become stubs that
+        // fail when called, as in `glint run`; the capabilities the guest declares are checked
+        // against its grants below, once initialisation has listed them.
+        let builder = caps.register(caps.register_denials(builder_for(spec, server))).unknown_imports_as_traps(true);
         let builder = builder.on_log(log_hook(&spec.name, caps.redactor().clone()));
         let config = PoolConfig {
             max_sandboxes: spec.pool_max,
@@ -176,7 +171,22 @@ impl Runtime {
             restore_in_background: false,
         };
         let pool = SandboxPool::new(&builder, image, config).map_err(glint_err)?;
-        let exports = pool.take().map_err(glint_err)?.exports().to_vec();
+        let (exports, imports) = {
+            let sandbox = pool.take().map_err(glint_err)?;
+            (sandbox.exports().to_vec(), sandbox.imports().to_vec())
+        };
+        let ungranted = ungranted_capabilities(&imports, |c| caps.grants(c));
+        if !ungranted.is_empty() {
+            return Err(StartError::Ungranted { function: spec.name.clone(), line: spec.line, ungranted });
+        }
+        for i in imports.iter().filter(|i| glint_caps::lookup(&i.name).is_none()) {
+            tracing::warn!(
+                function = %spec.name,
+                import = %i.name,
+                signature = %i.signature,
+                "the guest imports a host function glint serve does not provide; calls to it fail"
+            );
+        }
         let runtime = Runtime { engine: Engine::Guest(pool), exports };
         runtime.check_exports(spec).map_err(refused)?;
         Ok(runtime)
@@ -264,12 +274,33 @@ impl Runtime {
     }
 }
 
-/// The capability host functions an image calls. Until the core lists a guest's declared
-/// imports, the names are found in the image's bytes: a guest calls host functions by name, so
-/// the name of each capability it uses is in its read-only data. (A name present but never
-/// called is refused too; the message says which grant would allow it.)
-pub fn capability_imports(image: &[u8]) -> impl Iterator<Item = &'static CapabilityImport> + '_ {
-    glint_caps::IMPORTS.iter().filter(move |i| image.windows(i.name.len()).any(|w| w == i.name.as_bytes()))
+/// The capability imports among `imports` (a guest's declared ones) that `granted` does not
+/// allow, each with the manifest entry that would grant it.
+pub fn ungranted_capabilities(
+    imports: &[glint::Import],
+    granted: impl Fn(glint_caps::Capability) -> bool,
+) -> Vec<(&'static str, &'static str)> {
+    imports
+        .iter()
+        .filter_map(|i| glint_caps::lookup(&i.name))
+        .filter(|c| !granted(c.capability))
+        .map(|c| (c.name, c.grant_hint))
+        .collect()
+}
+
+/// The host functions `image` declares it imports, read by initialising it once in a throwaway
+/// sandbox that provides nothing (its imports all stubs): what `glint policy check` checks
+/// grants against before anything is served.
+///
+/// # Errors
+/// The image does not initialise (or the host cannot run sandboxes).
+pub fn declared_imports(image: &glint::GuestImage) -> Result<Vec<glint::Import>, glint::Error> {
+    let sandbox = SandboxBuilder::new()
+        .unknown_imports_as_traps(true)
+        .call_timeout(Some(std::time::Duration::from_secs(10)))
+        .build(image)?
+        .init()?;
+    Ok(sandbox.imports().to_vec())
 }
 
 /// Guest log lines to `tracing` at target `guest`, with the function's secrets redacted (the

@@ -27,6 +27,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use glint_guest::caps::{clock, kv, outbound, random, variables, ErrorKind};
+
+glint_guest::capabilities!(clock, random, variables, kv, http);
 use glint_guest::http::{percent_decode, Request, Response};
 use glint_guest::HostCallError;
 
