@@ -50,6 +50,8 @@ pub use image::{
     TrustError, TrustPolicy, TrustedKey, Verification,
 };
 pub use mem::layout::LayoutError;
+#[cfg(feature = "async")]
+pub use sandbox::{AsyncPool, CallFuture};
 pub use sandbox::{
     CallStats, Export, Import, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder,
     SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,

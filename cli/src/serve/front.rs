@@ -428,7 +428,6 @@ async fn call(f: &Function, invocation: Invocation, request_id: &str) -> Result<
     let request = glint_caps::RequestContext { request_id: request_id.into(), function: Arc::clone(&f.name) };
     f.lane
         .submit(Box::new(move || {
-            let _permit = permit;
             let _entered = span.enter();
             if job_slot.is_cancelled() {
                 metrics::counter!(m::CANCELLED, "function" => name.to_string()).increment(1);
@@ -438,6 +437,9 @@ async fn call(f: &Function, invocation: Invocation, request_id: &str) -> Result<
             if job_slot.is_cancelled() {
                 metrics::counter!(m::CANCELLED, "function" => name.to_string()).increment(1);
             }
+            // The call is over: free its place before the client can see the answer, so a
+            // client's next request never meets a place still held by its previous one.
+            drop(permit);
             let _ = tx.send(outcome);
             // Answer first, restore after: dropping the sandbox gives it back to the pool.
             drop(sandbox);
