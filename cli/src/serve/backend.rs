@@ -133,7 +133,7 @@ pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder
         .call_timeout(Some(spec.timeout))
         .input_buffer_size(input)
         .output_buffer_size(output)
-        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes })
+        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes, ..Limits::default() })
 }
 
 impl Runtime {
