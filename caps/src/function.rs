@@ -243,7 +243,6 @@ impl FunctionCaps {
             .get(store)
             .ok_or_else(|| CapsError::UnknownStore { store: self.inner.redactor.redact(store).into_owned() })
     }
-
 }
 
 /// One function's capabilities for one call, counting into one request's state: the operations
@@ -399,7 +398,13 @@ impl RequestCaps<'_> {
     ///
     /// # Errors
     /// The store is not granted, the database failed.
-    pub fn kv_list(&mut self, store: &str, prefix: &str, after: &str, max: u32) -> Result<(Vec<String>, bool), CapsError> {
+    pub fn kv_list(
+        &mut self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+        max: u32,
+    ) -> Result<(Vec<String>, bool), CapsError> {
         let result = self.caps.granted_store(store).and_then(|s| s.list(prefix, after, max));
         self.usage(|u| u.kv_reads = u.kv_reads.saturating_add(1));
         self.observe(abi::KV_LIST, result)
@@ -421,7 +426,8 @@ impl RequestCaps<'_> {
         let decoded = glint_abi::http::read_request(request).map_err(CapsError::InvalidRequest)?;
         let checked = outbound::check(&decoded, &i.allow)?;
         let limit = i.max_outbound_requests;
-        let quota = if self.counter.is_per_request() { Quota::OutboundRequests } else { Quota::OutboundRequestsUnscoped };
+        let quota =
+            if self.counter.is_per_request() { Quota::OutboundRequests } else { Quota::OutboundRequestsUnscoped };
         // Counted (and the counter released) before the request goes out: the shared counter is
         // never held across the network.
         self.counter.with(|s| {
@@ -552,9 +558,11 @@ impl FunctionCaps {
                 abi::KV_DELETE => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String| {
                     refuse(cx.data_mut()).map(|()| false)
                 }),
-                abi::KV_LIST => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String, _: String, _: u32| {
-                    refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
-                }),
+                abi::KV_LIST => {
+                    b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String, _: String, _: u32| {
+                        refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
+                    })
+                }
                 abi::HTTP_SEND => b.host_fn(name, move |mut cx: Caller<'_, T>, _: Vec<u8>| {
                     refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
                 }),

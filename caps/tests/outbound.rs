@@ -44,8 +44,9 @@ fn an_allowed_request_reaches_the_server_and_returns_its_response() {
     assert_eq!(resp.text(), "ok POST /ok?q=1 x-test=yes\npayload");
     assert_eq!(resp.header("x-upstream").as_deref(), Some("yes"));
     // Not an error status: a 404 is a response like any other.
-    let missing =
-        Response::decode(&in_request(&caps, |c| c.http_send(&request("GET", &upstream.url("/nope"), &[], b""))).unwrap());
+    let missing = Response::decode(
+        &in_request(&caps, |c| c.http_send(&request("GET", &upstream.url("/nope"), &[], b""))).unwrap(),
+    );
     assert_eq!(missing.status, 404);
     // Redirects are returned, not followed.
     let redirect = Response::decode(
@@ -106,8 +107,9 @@ fn a_huge_body_hits_the_size_cap() {
     // Exactly at the cap is fine: raise the cap to the body's size.
     let (caps, _) = caps_for(&upstream, |g| g.outbound_max_response_bytes = Some(common::HUGE as u64));
     for path in ["/huge", "/huge-chunked"] {
-        let resp =
-            Response::decode(&in_request(&caps, |c| c.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap());
+        let resp = Response::decode(
+            &in_request(&caps, |c| c.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap(),
+        );
         assert_eq!(resp.body.len(), common::HUGE, "{path}");
     }
 }
@@ -169,7 +171,8 @@ fn a_connection_refused_is_unavailable() {
     let ctx = CapsContext::new(&CapsConfig::default(), None).unwrap();
     let grants = Grants { allowed_outbound_hosts: vec![format!("http://127.0.0.1:{port}")], ..Grants::default() };
     let caps = FunctionCaps::new("f", &grants, &Variables::new(), &ctx).unwrap();
-    let e = in_request(&caps, |c| c.http_send(&request("GET", &format!("http://127.0.0.1:{port}/"), &[], b""))).unwrap_err();
+    let e = in_request(&caps, |c| c.http_send(&request("GET", &format!("http://127.0.0.1:{port}/"), &[], b"")))
+        .unwrap_err();
     assert_eq!(e.kind(), CapsErrorKind::Unavailable, "{e}");
     assert!(e.to_string().starts_with(&format!("unavailable: request to http://127.0.0.1:{port} failed")), "{e}");
 }

@@ -479,11 +479,12 @@ fn row_12_exit_storms_hit_the_deadline_and_the_limits() {
     ];
     let delivered = Arc::new(AtomicU64::new(0));
     let sink = delivered.clone();
-    let limited = builder().limits(Limits { max_host_calls: 100, max_log_bytes: 4096, ..Limits::default() }).on_log(move |r| {
-        if r.message == "log floolog floo" {
-            sink.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+    let limited =
+        builder().limits(Limits { max_host_calls: 100, max_log_bytes: 4096, ..Limits::default() }).on_log(move |r| {
+            if r.message == "log floolog floo" {
+                sink.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     let mut sb = raw_sandbox_with(&limited, &storm);
     let (err, stats) = hostile(&mut sb, |sb| {
         let err = sb.call("hostile", &[]).unwrap_err();

@@ -8,8 +8,8 @@
 
 use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
-    CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder,
-    SandboxPool, Signature, Value, ValueType, WhenEmpty,
+    CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
+    Signature, Value, ValueType, WhenEmpty,
 };
 use glint_caps::{FunctionCaps, Redactor, RequestContext, RequestState, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -133,7 +133,11 @@ pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder
         .call_timeout(Some(spec.timeout))
         .input_buffer_size(input)
         .output_buffer_size(output)
-        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes, ..Limits::default() })
+        .limits(Limits {
+            max_host_calls: spec.max_host_calls,
+            max_log_bytes: spec.max_log_bytes,
+            log_overflow: spec.log_overflow,
+        })
 }
 
 impl Runtime {

@@ -159,8 +159,11 @@ pub struct FunctionSpec {
     pub pool_max: usize,
     /// Largest response body (or typed result) the guest may return; more is a 500.
     pub max_response_bytes: usize,
-    /// Log bytes one request may write; lines past it are dropped.
+    /// Log bytes one request may write; what a line past it does is `log_overflow`.
     pub max_log_bytes: u64,
+    /// `log_overflow = "drop"` (the default: the line is dropped, the call goes on) or `"fail"`
+    /// (the call ends with the log quota's error).
+    pub log_overflow: glint::LogOverflow,
     /// Host calls one request may make; more ends the call.
     pub max_host_calls: u64,
     /// What `[function.capabilities]` grants.
@@ -265,6 +268,13 @@ enum RawKind {
     Typed,
 }
 
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawLogOverflow {
+    Drop,
+    Fail,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPool {
@@ -291,6 +301,7 @@ struct RawFunction {
     pool: Option<Spanned<RawPool>>,
     max_response_bytes: Option<Spanned<u64>>,
     max_log_bytes: Option<Spanned<u64>>,
+    log_overflow: Option<Spanned<RawLogOverflow>>,
     max_host_calls: Option<Spanned<u64>>,
     capabilities: Option<Spanned<glint_caps::Grants>>,
     variables: Option<glint_caps::Variables>,
@@ -340,6 +351,7 @@ pub fn quick(guest: &Path) -> Manifest {
         pool_max: n,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES as usize,
         max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+        log_overflow: glint::LogOverflow::DropLines,
         max_host_calls: DEFAULT_MAX_HOST_CALLS,
         grants: glint_caps::Grants::default(),
         variables: glint_caps::Variables::default(),
@@ -736,6 +748,10 @@ fn check_function(
         c.range("max_response_bytes", &f.max_response_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_RESPONSE_BYTES)
             as usize;
     let max_log_bytes = c.range("max_log_bytes", &f.max_log_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_LOG_BYTES);
+    let log_overflow = match f.log_overflow.as_ref().map(|v| *v.get_ref()) {
+        None | Some(RawLogOverflow::Drop) => glint::LogOverflow::DropLines,
+        Some(RawLogOverflow::Fail) => glint::LogOverflow::EndCall,
+    };
     if let Some(g) = &f.capabilities {
         if let Err(e) = glint_caps::AllowList::parse(&g.get_ref().allowed_outbound_hosts) {
             c.at(g.span().start, format!("[function.capabilities]: {e}"));
@@ -771,6 +787,7 @@ fn check_function(
         pool_max,
         max_response_bytes,
         max_log_bytes,
+        log_overflow,
         max_host_calls,
         grants: f.capabilities.as_ref().map(|g| g.get_ref().clone()).unwrap_or_default(),
         variables: f.variables.clone().unwrap_or_default(),
