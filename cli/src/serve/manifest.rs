@@ -842,6 +842,16 @@ kind = "http"
     }
 
     #[test]
+    fn log_overflow_is_drop_or_fail() {
+        let m = parse(MINIMAL, "m.toml", Path::new("/srv")).unwrap();
+        assert_eq!(m.functions[0].log_overflow, glint::LogOverflow::DropLines);
+        let m = parse(&format!("{MINIMAL}log_overflow = \"fail\"\n"), "m.toml", Path::new("/srv")).unwrap();
+        assert_eq!(m.functions[0].log_overflow, glint::LogOverflow::EndCall);
+        let p = problems(&format!("{MINIMAL}log_overflow = \"truncate\"\n"));
+        assert!(p[0].starts_with("m.toml:7:") && p[0].contains("truncate") && p[0].contains("fail"), "{p:?}");
+    }
+
+    #[test]
     fn bad_types_name_the_key() {
         let p = problems(&format!("{MINIMAL}memory_mib = \"lots\"\n"));
         assert!(p[0].starts_with("m.toml:7: `memory_mib`: invalid type: string"), "{p:?}");
