@@ -170,15 +170,30 @@ pub(crate) fn tss() -> Vec<u8> {
     t
 }
 
-/// The stubs: `mov al, vector; out EXCEPTION, al; 1: hlt; jmp 1b`. Two emulated instructions
-/// per fault; the host reads the CPU's exception frame from the fault stack.
+/// The stubs: `push rax; mov al, vector; out EXCEPTION, al; 1: hlt; jmp 1b`. Two emulated
+/// instructions per fault; the host reads the CPU's exception frame from the fault stack, and
+/// the guest's `rax` (whose low byte the stub overwrites) just below it, for crash dumps and
+/// debuggers.
 pub(crate) fn stubs() -> Vec<u8> {
     let mut s = vec![0u8; PAGE_SIZE as usize];
     for v in 0..IDT_ENTRIES as u8 {
         let at = usize::from(v) * STUB_SIZE as usize;
-        s[at..at + 8].copy_from_slice(&[0xb0, v, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd, 0x90]);
+        s[at..at + 8].copy_from_slice(&[0x50, 0xb0, v, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd]);
     }
     s
+}
+
+/// Guest address of the exception frame the CPU pushed for `vector` on the fault stack: the
+/// error code (for the vectors that push one), then `rip`, `cs`, `rflags`, `rsp`, `ss`.
+#[cfg_attr(not(test), allow(dead_code, reason = "crash dumps and the gdb stub read it next"))]
+pub(crate) fn fault_frame_addr(vector: u8) -> u64 {
+    FAULT_STACK_TOP - if has_error_code(vector) { 48 } else { 40 }
+}
+
+/// Guest address where the stub for `vector` saved the guest's `rax`.
+#[cfg_attr(not(test), allow(dead_code, reason = "crash dumps and the gdb stub read it next"))]
+pub(crate) fn saved_rax_addr(vector: u8) -> u64 {
+    fault_frame_addr(vector) - 8
 }
 
 fn put_u64(buf: &mut [u8], at: usize, v: u64) {
@@ -205,6 +220,24 @@ mod tests {
     fn stubs_fit_their_page_and_use_imm8_port() {
         const { assert!(IDT_ENTRIES * STUB_SIZE <= PAGE_SIZE) };
         const { assert!(port::EXCEPTION < 256) };
+    }
+
+    #[test]
+    fn stubs_save_rax_then_report_the_vector_and_halt_for_good() {
+        let s = stubs();
+        for v in [0u8, 3, 14, 31] {
+            let stub = &s[usize::from(v) * 8..][..8];
+            assert_eq!(stub[0], 0x50, "push rax");
+            assert_eq!(stub[1..3], [0xb0, v], "mov al, v");
+            assert_eq!(stub[3..5], [0xe6, port::EXCEPTION as u8], "out imm8, al");
+            assert_eq!(stub[5], 0xf4, "hlt");
+            // jmp rel8 back to the hlt: the next instruction is at 8, the hlt at 5.
+            assert_eq!(stub[6..8], [0xeb, (5i8 - 8) as u8]);
+        }
+        // The saved rax sits just below the frame, still on the fault stack.
+        assert_eq!(saved_rax_addr(14), FAULT_STACK_TOP - 56);
+        assert_eq!(saved_rax_addr(3), FAULT_STACK_TOP - 48);
+        assert!(saved_rax_addr(14) >= FAULT_STACK_ADDR);
     }
 
     #[test]
