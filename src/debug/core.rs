@@ -787,6 +787,8 @@ mod tests {
             memory[start as usize..start as usize + 4].iter().map(|b| format!("0x{b:02x}")).collect();
         let (out, err) = crate::debug::testing::run_gdb(&[
             "-ex",
+            "set language c",
+            "-ex",
             "bt",
             "-ex",
             "p/x $rip",
@@ -803,7 +805,8 @@ mod tests {
             guest.path,
             path.to_str().unwrap(),
         ]);
-        assert!(out.contains("glint_guest::rt::start"), "{out}\n{err}");
+        // The guests carry line tables (guest/bins/Cargo.toml): the frame has its source line.
+        assert!(out.contains("in start () at src/rt.rs:"), "{out}\n{err}");
         assert!(out.contains(&format!("{:#x}", start + 4)), "{out}");
         assert!(out.contains("0x4242"), "{out}");
         assert!(out.contains("0x1122334455667788"), "{out}");

@@ -154,7 +154,7 @@ fn setup() -> Setup {
 fn spawn_gdb(s: &Setup, commands: &[String]) -> Child {
     let mut cmd = Command::new("gdb");
     cmd.args(["-batch", "-nx", "-ex", "set confirm off", "-ex", "set pagination off"]);
-    cmd.args(["-ex", &format!("target remote 127.0.0.1:{}", s.port)]);
+    cmd.args(["-ex", &format!("target remote 127.0.0.1:{}", s.port), "-ex", "set language c"]);
     for c in commands {
         cmd.args(["-ex", c]);
     }
@@ -209,7 +209,7 @@ fn gdb_reads_breaks_steps_writes_and_sees_the_end() {
     // Without debug info gdb knows functions by their symbols: `start::h<hash>` for Rust.
     let (start, start_name) = s.guest.function("glint_guest2rt5start");
     let heap = s.guest.layout.heap_addr;
-    let script: Vec<Insn> = [Insn::At(entry), Insn::At(entry + 2)].into_iter().chain(bytes_of(start, 32)).collect();
+    let script: Vec<Insn> = [Insn::At(entry), Insn::At(entry + 2)].into_iter().chain(bytes_of(start, 64)).collect();
     let child = spawn_gdb(
         &s,
         &[
@@ -239,12 +239,16 @@ fn gdb_reads_breaks_steps_writes_and_sees_the_end() {
     assert!(out.contains(&format!("$1 = {entry:#x}")), "{out}");
     assert!(out.contains(&format!("{entry:#x} <_start>:\t0x31\t0xed")), "{out}");
     // The symbol resolved at the PIE's load address (from the auxv), the breakpoint was hit there.
-    assert!(out.contains("Breakpoint 1, ") && out.contains("in glint_guest::rt::start"), "{out}");
-    let bp: u64 = (start..start + 32).find(|a| out.contains(&format!("$2 = {a:#x}"))).expect("pc at the breakpoint");
+    assert!(out.contains("Breakpoint 1 at ") && out.contains("file src/rt.rs"), "{out}");
+    assert!(out.contains("Breakpoint 1, "), "{out}");
+    let bp: u64 = (start..start + 64).find(|a| out.contains(&format!("$2 = {a:#x}"))).expect("pc at the breakpoint");
     assert!(out.contains(&format!("$3 = {}", script.iter().position(|i| i.addr() == bp).unwrap())), "{out}");
     assert!(out.contains("0x1122334455667788"), "{out}");
     // gdb sees the original code at the breakpoint, not the int3.
-    assert!(!out.contains(&format!("{bp:#x} <{start_name}+{}>:\t0xcc", bp - start)), "{out}");
+    let shown = out.lines().find(|l| l.starts_with(&format!("{bp:#x} <"))).expect("x/xb at the breakpoint");
+    let orig = guest.memory[bp as usize];
+    assert_ne!(orig, INT3);
+    assert!(shown.ends_with(&format!("\t{orig:#04x}")), "{shown}");
     // One step moved to the next instruction.
     assert!(out.contains(&format!("$4 = {:#x}", bp + 1)), "{out}");
     // Host-owned pages (page tables, the fault stack) are not readable.
