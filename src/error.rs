@@ -146,6 +146,15 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// An embedder callback other than a host function (the log hook) panicked; the guest was not
+    /// resumed (poisons).
+    #[error("the {callback} callback panicked: {message}")]
+    CallbackPanicked {
+        /// Which callback.
+        callback: &'static str,
+        /// The panic message.
+        message: String,
+    },
     /// The guest exceeded a per-call limit (poisons).
     #[error("guest exceeded the limit of {limit} {what}")]
     LimitExceeded {
@@ -276,7 +285,7 @@ impl Error {
                 ErrorKind::HostFunction
             }
             Error::NoHypervisor { .. } | Error::MissingCapability { .. } => ErrorKind::HostUnavailable,
-            Error::Kvm { .. } | Error::GuestMemory { .. } => ErrorKind::Internal,
+            Error::Kvm { .. } | Error::GuestMemory { .. } | Error::CallbackPanicked { .. } => ErrorKind::Internal,
         }
     }
 
@@ -290,6 +299,7 @@ impl Error {
             | Error::MemoryViolation { .. }
             | Error::Protocol { .. }
             | Error::HostFunctionPanicked { .. }
+            | Error::CallbackPanicked { .. }
             | Error::Timeout(_)
             | Error::LimitExceeded { .. }
             | Error::Cancelled

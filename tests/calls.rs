@@ -222,6 +222,36 @@ fn exports_are_listed_with_signatures() {
 }
 
 #[test]
+fn a_panicking_log_hook_ends_the_call_typed_and_poisons() {
+    require_kvm!();
+    let mut sb = test_builder()
+        .on_log(|r| {
+            if r.message == "line 1" {
+                panic!("log hook panicked on purpose");
+            }
+        })
+        .build(&testguest())
+        .unwrap()
+        .init()
+        .unwrap();
+    sb.call("set_state", &[Value::U64(41)]).unwrap();
+    let log = sb.typed_fn::<(u32,), u32>("log_lines").unwrap();
+    match log.call(&mut sb, (3,)) {
+        Err(Error::CallbackPanicked { callback, message }) => {
+            assert_eq!(callback, "on_log");
+            assert_eq!(message, "log hook panicked on purpose");
+        }
+        other => panic!("expected CallbackPanicked, got {other:?}"),
+    }
+    assert!(sb.is_poisoned());
+    // The next call is refused: it must not hand back the interrupted call's result.
+    assert!(matches!(sb.call("get_state", &[]), Err(Error::Poisoned { .. })));
+    sb.reset().unwrap();
+    assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0));
+    assert_eq!(log.call(&mut sb, (1,)).unwrap(), 1, "line 0 does not panic the hook");
+}
+
+#[test]
 fn guest_log_lines_reach_the_hook_sanitised() {
     require_kvm!();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -864,7 +864,15 @@ fn row_14_cpu_state_does_not_survive_a_reset() {
     hostile(&mut sb, |sb| {
         let mut planted = Vec::new();
         for (set, get, secret) in cases {
-            let initial = sb.call(get, &[]).ok();
+            // Reading first: on a CPU without the feature the getter itself is #UD.
+            let initial = match sb.call(get, &[]) {
+                Err(Error::GuestFault(f)) if f.kind == FaultKind::InvalidOpcode => {
+                    eprintln!("note: `{get}` is not available on this host ({f}); skipped");
+                    sb.reset().unwrap();
+                    continue;
+                }
+                other => other.ok(),
+            };
             if set_optional(sb, set, secret).is_none() {
                 continue;
             }

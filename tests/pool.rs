@@ -70,6 +70,73 @@ fn the_pool_is_bounded_and_fails_fast_when_told_to() {
 }
 
 #[test]
+fn a_pool_with_no_ready_target_creates_on_demand_and_says_what_is_true() {
+    require_kvm!();
+    let config = PoolConfig { max_sandboxes: 2, ready_target: 0, when_empty: WhenEmpty::Fail, ..Default::default() };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    let mut a = pool.take().expect("a take on an empty pool with room creates a sandbox");
+    assert_eq!(a.call("rt_i32", &[Value::I32(5)]).unwrap(), Value::I32(5));
+    let b = pool.take().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.lent, stats.created), (2, 2), "{stats:?}");
+    match pool.take() {
+        Err(Error::PoolExhausted { max, detail }) => {
+            assert_eq!(max, 2);
+            assert!(detail.contains("all 2 are lent out"), "{detail}");
+        }
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    drop((a, b));
+    // Given back and restored, they are lent again without new VMs.
+    let _c = pool.take().unwrap();
+    assert_eq!(pool.stats().created, 2);
+}
+
+#[test]
+fn an_interrupt_handle_belongs_to_its_checkout() {
+    require_kvm!();
+    let config = PoolConfig { max_sandboxes: 1, ready_target: 1, ..Default::default() };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    let stale = {
+        let sb = pool.take().unwrap();
+        sb.interrupt_handle()
+    };
+    let mut next = pool.take().unwrap();
+    assert_eq!(pool.stats().created, 1, "the same VM serves the next checkout");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // The old checkout's handle hammers kill() while the new tenant makes calls.
+        let killer = scope.spawn(|| {
+            let mut stopped = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                stopped += u32::from(stale.kill());
+            }
+            stopped
+        });
+        let results: Vec<_> = (0..200).map(|_| next.call("busy", &[Value::U64(10_000)])).collect();
+        // Stop the killer before asserting, so a failure fails the test instead of hanging it.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stopped = killer.join().unwrap();
+        for (i, r) in results.iter().enumerate() {
+            assert!(r.is_ok(), "call {i} was stopped: {r:?}");
+        }
+        assert_eq!(stopped, 0, "a stale handle stopped nothing");
+    });
+    // The current checkout's own handle still works.
+    let own = next.interrupt_handle();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let start = Instant::now();
+            while !own.kill() && start.elapsed() < Duration::from_secs(20) {
+                std::thread::yield_now();
+            }
+        });
+        assert!(matches!(next.call("spin", &[]), Err(Error::Cancelled)));
+    });
+    assert!(!stale.is_dropped(), "the sandbox lives on in the pool");
+}
+
+#[test]
 fn takers_wait_for_a_sandbox_or_time_out() {
     require_kvm!();
     let pool = pool(1, WhenEmpty::Wait(Duration::from_secs(20)));

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{test_builder, test_sandbox, testguest};
-use glint::{Error, Value};
+use glint::{Error, PoolConfig, Sandbox, SandboxPool, Value};
 
 const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
 
@@ -141,4 +141,61 @@ fn many_rounds_of_changing_dirty_sets_always_restore_exactly() {
         assert_eq!(get.call(&mut sb, ()).unwrap(), INITIAL_SECRETS, "round {round}");
         sb.reset().unwrap();
     }
+}
+
+/// Sandbox A keeps 256 KiB on its heap and is snapshotted; restoring that snapshot into another
+/// sandbox of the same image must bring every byte, and a working allocator, however the target
+/// was made and whatever it did before.
+fn assert_restores_across(
+    mut a: impl std::ops::DerefMut<Target = Sandbox>,
+    mut b: impl std::ops::DerefMut<Target = Sandbox>,
+) {
+    const KEPT: usize = 256 << 10;
+    let keep = a.typed_fn::<(Vec<u8>,), u64>("keep").unwrap();
+    let sum = a.typed_fn::<(), u64>("kept_sum").unwrap();
+    let echo = a.typed_fn::<(Vec<u8>,), Vec<u8>>("rt_bytes").unwrap();
+    a.call("set_state", &[Value::U64(3)]).unwrap();
+    assert_eq!(keep.call(&mut a, (vec![7u8; KEPT],)).unwrap(), 1);
+    let snap = a.snapshot().unwrap();
+    b.restore(&snap).unwrap();
+    assert_eq!(b.call("get_state", &[]).unwrap(), Value::U64(3));
+    assert_eq!(sum.call(&mut b, ()).unwrap(), 7 * KEPT as u64, "every kept byte arrived");
+    let big = vec![0x5a; 100_013];
+    assert_eq!(echo.call(&mut b, (big.clone(),)).unwrap(), big, "the allocator state arrived whole");
+    // And back to the target's own initial state.
+    b.reset().unwrap();
+    assert_eq!(sum.call(&mut b, ()).unwrap(), 0);
+    assert_eq!(echo.call(&mut b, (big.clone(),)).unwrap(), big);
+}
+
+#[test]
+fn a_snapshot_restores_whole_into_a_fresh_sandbox_of_the_image() {
+    require_kvm!();
+    assert_restores_across(Box::new(test_sandbox()), Box::new(test_sandbox()));
+}
+
+#[test]
+fn a_snapshot_restores_whole_into_a_sandbox_that_did_work_of_its_own() {
+    require_kvm!();
+    let mut b = test_sandbox();
+    let keep = b.typed_fn::<(Vec<u8>,), u64>("keep").unwrap();
+    for round in 0..3u8 {
+        keep.call(&mut b, (vec![round; 300 << 10],)).unwrap();
+    }
+    b.call("dirty_memory", &[Value::U32(0x11)]).unwrap();
+    assert_restores_across(Box::new(test_sandbox()), Box::new(b));
+}
+
+#[test]
+fn a_snapshot_restores_whole_between_pooled_and_direct_sandboxes() {
+    require_kvm!();
+    let pool =
+        SandboxPool::new(&test_builder(), &testguest(), PoolConfig { max_sandboxes: 2, ..Default::default() }).unwrap();
+    assert_restores_across(pool.take().unwrap(), Box::new(test_sandbox()));
+    assert_restores_across(Box::new(test_sandbox()), pool.take().unwrap());
+    assert_restores_across(pool.take().unwrap(), pool.take().unwrap());
+    // Given back, the pooled sandboxes are as new.
+    let mut sb = pool.take().unwrap();
+    assert_eq!(sb.call("kept_sum", &[]).unwrap(), Value::U64(0));
+    assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0));
 }

@@ -140,6 +140,7 @@ impl Inner {
                 match created {
                     Ok(sb) => {
                         s.stats.created += 1;
+                        s.last_create_error = None;
                         s.ready.push(sb);
                         self.ready.notify_one();
                     }
@@ -160,6 +161,30 @@ impl Inner {
         }
     }
 
+    fn lend(self: &Arc<Self>, sb: Sandbox) -> PooledSandbox {
+        PooledSandbox { sandbox: Some(sb), pool: Arc::downgrade(self) }
+    }
+
+    /// Why `take` found nothing to lend, as it stands now.
+    fn exhausted(&self, s: &State) -> Error {
+        let max = self.config.max_sandboxes;
+        let detail = if s.closed {
+            "the pool is shutting down".to_owned()
+        } else if let Some(e) = &s.last_create_error {
+            format!("creating a sandbox failed: {e}")
+        } else if s.stats.lent >= max {
+            format!("all {} are lent out", s.stats.lent)
+        } else {
+            format!(
+                "{} lent out, {} being created, {} being restored; none ready in time",
+                s.stats.lent,
+                s.stats.creating,
+                s.to_restore.len()
+            )
+        };
+        Error::PoolExhausted { max, detail }
+    }
+
     /// Returns a restored sandbox to the ready list, or schedules a failed one for teardown.
     fn put_back(&self, s: &mut State, sb: Sandbox, restored: bool) {
         if restored && !s.closed {
@@ -176,6 +201,8 @@ impl Inner {
     }
 
     fn give_back(&self, mut sb: Sandbox) {
+        // The checkout is over: its interrupt handles must never reach the next tenant.
+        sb.core.control.new_owner();
         // The caller may have changed the deadline; the next one gets the pool's.
         sb.set_call_timeout(self.template.call_timeout());
         if self.config.restore_in_background {
@@ -253,21 +280,35 @@ impl SandboxPool {
                 if inner.needs_create(&s) {
                     inner.work.notify_one();
                 }
-                return Ok(PooledSandbox { sandbox: Some(sb), pool: Arc::downgrade(inner) });
+                return Ok(inner.lend(sb));
             }
-            let exhausted = || Error::PoolExhausted {
-                max: inner.config.max_sandboxes,
-                detail: s.last_create_error.clone().unwrap_or_else(|| "every sandbox is lent out".into()),
-            };
             let Some(deadline) = deadline else {
-                if inner.needs_create(&s) {
-                    inner.work.notify_one();
+                // Nothing ready and no waiting allowed: make one here if the pool has room.
+                if !s.closed && s.owned() < inner.config.max_sandboxes {
+                    s.stats.creating += 1;
+                    drop(s);
+                    let created = inner.template.instantiate();
+                    s = inner.lock();
+                    s.stats.creating -= 1;
+                    return match created {
+                        Ok(sb) => {
+                            s.stats.created += 1;
+                            s.last_create_error = None;
+                            s.stats.lent += 1;
+                            Ok(inner.lend(sb))
+                        }
+                        Err(e) => {
+                            s.stats.create_failures += 1;
+                            s.last_create_error = Some(e.to_string());
+                            Err(e)
+                        }
+                    };
                 }
-                return Err(exhausted());
+                return Err(inner.exhausted(&s));
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(exhausted());
+                return Err(inner.exhausted(&s));
             }
             s.waiting += 1;
             if inner.needs_create(&s) {

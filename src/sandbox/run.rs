@@ -28,6 +28,15 @@ impl HostFailure {
     }
 }
 
+/// The message of a caught panic, when it is text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
 /// What the last call did, for metrics and for spotting exit storms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallStats {
@@ -56,8 +65,14 @@ impl Core {
     }
 
     /// Runs one call to completion; on failure the sandbox is poisoned.
+    ///
+    /// The sandbox counts as poisoned while the call runs: if an embedder callback's panic ever
+    /// unwinds out of here, the guest is stopped mid-call and must not be entered again before a
+    /// restore (its next exit would hand the next caller this call's result).
     pub(super) fn run_call(&mut self, name: &str) -> Result<CallOutput, Error> {
+        self.poisoned = Some("a call was interrupted by a panic that unwound out of glint".into());
         let result = self.run_inner(name);
+        self.poisoned = None;
         result.map_err(|e| self.poison(e))
     }
 
@@ -185,14 +200,7 @@ impl Core {
         let call = f.call.clone();
         let outcome = catch_unwind(AssertUnwindSafe(|| call(args, argc)));
         match outcome {
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                Err(Error::HostFunctionPanicked { name: name.to_owned(), message })
-            }
+            Err(panic) => Err(Error::HostFunctionPanicked { name: name.to_owned(), message: panic_message(&*panic) }),
             Ok(Ok(value)) => {
                 self.respond(wire::frame_vec(|v| wire::put_ok(v, value.as_value_ref())))?;
                 Ok(None)
@@ -244,7 +252,8 @@ impl Core {
             tracing::Level::TRACE => tracing::trace!(target: "glint::guest", message = %record.message),
         }
         if let Some(hook) = &self.shared.on_log {
-            hook(&record);
+            catch_unwind(AssertUnwindSafe(|| hook(&record)))
+                .map_err(|panic| Error::CallbackPanicked { callback: "on_log", message: panic_message(&*panic) })?;
         }
         Ok(())
     }

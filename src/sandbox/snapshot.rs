@@ -34,6 +34,8 @@ struct Inner {
     image: u64,
     layout: Layout,
     pages: Pages,
+    /// Bitmap of the pages that are not zero in this snapshot.
+    nonzero: Vec<u64>,
     vcpu: Arc<VcpuState>,
 }
 
@@ -45,9 +47,9 @@ enum Pages {
         index: Vec<u32>,
         data: Vec<u8>,
     },
-    /// A memfd that sandboxes of a template also map copy-on-write; `present` marks the pages
-    /// that are not zero.
-    Shared { memory: Arc<SharedMemory>, present: Vec<u64> },
+    /// A memfd that sandboxes of a template also map copy-on-write; only the pages marked in
+    /// `Inner::nonzero` are read from it.
+    Shared { memory: Arc<SharedMemory> },
 }
 
 impl fmt::Debug for Snapshot {
@@ -65,7 +67,7 @@ impl Snapshot {
     pub fn stored_pages(&self) -> usize {
         match &self.inner.pages {
             Pages::Owned { data, .. } => data.len() / PAGE_SIZE as usize,
-            Pages::Shared { present, .. } => present.iter().map(|w| w.count_ones() as usize).sum(),
+            Pages::Shared { .. } => self.inner.nonzero.iter().map(|w| w.count_ones() as usize).sum(),
         }
     }
 
@@ -80,8 +82,8 @@ impl Snapshot {
                 let start = i as usize * PAGE_SIZE as usize;
                 data.get(start..start + PAGE_SIZE as usize)
             }
-            Pages::Shared { memory, present } => {
-                let word = present.get(usize::try_from(page / 64).ok()?)?;
+            Pages::Shared { memory } => {
+                let word = self.inner.nonzero.get(usize::try_from(page / 64).ok()?)?;
                 if word & (1 << (page % 64)) == 0 {
                     return None;
                 }
@@ -91,27 +93,25 @@ impl Snapshot {
     }
 
     /// The same snapshot with its memory moved into a memfd that sandboxes can map
-    /// copy-on-write; returns the memfd and the bitmap of its non-zero pages too.
-    pub(crate) fn to_shared(&self) -> Result<(Snapshot, Arc<SharedMemory>, Vec<u64>), Error> {
+    /// copy-on-write; returns the memfd too.
+    pub(crate) fn to_shared(&self) -> Result<(Snapshot, Arc<SharedMemory>), Error> {
         let s = &self.inner;
-        let pages = s.layout.memory_size / PAGE_SIZE;
-        let mut present = vec![0u64; pages.div_ceil(64) as usize];
-        let nonzero: Vec<(u64, &[u8])> = (0..pages).filter_map(|p| self.page(p).map(|bytes| (p, bytes))).collect();
-        for &(p, _) in &nonzero {
-            if let Some(w) = present.get_mut((p / 64) as usize) {
-                *w |= 1 << (p % 64);
-            }
-        }
-        let memory =
-            Arc::new(SharedMemory::create(s.layout.memory_size, nonzero.into_iter().map(|(p, b)| (p * PAGE_SIZE, b)))?);
+        let pages = pages_in(&s.nonzero).into_iter().filter_map(|p| self.page(p).map(|bytes| (p * PAGE_SIZE, bytes)));
+        let memory = Arc::new(SharedMemory::create(s.layout.memory_size, pages)?);
         let inner = Inner {
             id: s.id,
             image: s.image,
             layout: s.layout,
-            pages: Pages::Shared { memory: Arc::clone(&memory), present: present.clone() },
+            pages: Pages::Shared { memory: Arc::clone(&memory) },
+            nonzero: s.nonzero.clone(),
             vcpu: Arc::clone(&s.vcpu),
         };
-        Ok((Snapshot { inner: Arc::new(inner) }, memory, present))
+        Ok((Snapshot { inner: Arc::new(inner) }, memory))
+    }
+
+    /// Bitmap of the pages that are not zero in this snapshot.
+    pub(crate) fn nonzero(&self) -> &[u64] {
+        &self.inner.nonzero
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -192,6 +192,7 @@ impl Core {
         let _span = tracing::info_span!("snapshot").entered();
         self.sync_dirty()?;
         let mut index = vec![ZERO; self.partition.pages() as usize];
+        let mut nonzero = vec![0u64; self.written.len()];
         let mut data = Vec::new();
         let mut page = [0u8; PAGE_SIZE as usize];
         for p in pages_in(&self.written) {
@@ -199,8 +200,9 @@ impl Core {
             if page.iter().all(|&b| b == 0) {
                 continue;
             }
-            if let Some(slot) = index.get_mut(p as usize) {
+            if let (Some(slot), Some(word)) = (index.get_mut(p as usize), nonzero.get_mut((p / 64) as usize)) {
                 *slot = (data.len() / PAGE_SIZE as usize) as u32;
+                *word |= 1 << (p % 64);
                 data.extend_from_slice(&page);
             }
         }
@@ -214,7 +216,14 @@ impl Core {
         tracing::trace!(id, pages = data.len() / PAGE_SIZE as usize, "snapshot taken");
         let pages = Pages::Owned { index, data };
         Ok(Snapshot {
-            inner: Arc::new(Inner { id, image: self.image.id(), layout: self.layout, pages, vcpu: Arc::new(vcpu) }),
+            inner: Arc::new(Inner {
+                id,
+                image: self.image.id(),
+                layout: self.layout,
+                pages,
+                nonzero,
+                vcpu: Arc::new(vcpu),
+            }),
         })
     }
 
@@ -239,7 +248,15 @@ impl Core {
 
     fn restore_inner(&mut self, snap: &Snapshot) -> Result<(), Error> {
         let dirty = self.sync_dirty()?;
-        let pages = if self.base == snap.inner.id { dirty } else { self.written.clone() };
+        // Memory equals `base` apart from the pages dirtied since. Any other snapshot (one taken
+        // later, or in another sandbox) can differ wherever either side may be non-zero: every
+        // page this sandbox ever wrote, and every page the snapshot holds.
+        let pages = if self.base == snap.inner.id {
+            dirty
+        } else {
+            or_into(&mut self.written, &snap.inner.nonzero);
+            self.written.clone()
+        };
         let mut copied = 0u64;
         for p in pages_in(&pages) {
             let bytes = snap.page(p).unwrap_or(&ZERO_PAGE);

@@ -38,7 +38,8 @@ impl Template {
     pub fn new(builder: &SandboxBuilder, image: &GuestImage) -> Result<Template, Error> {
         let _span = tracing::info_span!("template_create", image = image.id()).entered();
         let sandbox = builder.build(image)?.init()?;
-        let (snapshot, memory, nonzero) = sandbox.initial.to_shared()?;
+        let (snapshot, memory) = sandbox.initial.to_shared()?;
+        let nonzero = snapshot.nonzero().to_vec();
         Ok(Template {
             image: image.clone(),
             shared: sandbox.core.shared.clone(),

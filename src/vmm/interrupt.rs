@@ -49,6 +49,9 @@ pub(crate) struct CallControl {
     /// `StopReason` of `stopped`: 1 killed, 2 deadline.
     reason: AtomicU8,
     next_generation: AtomicU64,
+    /// Who owns the sandbox now (a pool checkout, say); handles of earlier owners are inert.
+    /// Changed only with `running` held, so a kill checks it and stops atomically.
+    owner: AtomicU64,
     /// The call's thread is in (or about to enter) KVM_RUN, not in a host function.
     in_guest: std::sync::atomic::AtomicBool,
 }
@@ -224,9 +227,24 @@ impl CallControl {
         CallGuard { control: Arc::clone(self), generation, outer: Some(outer) }
     }
 
-    /// Stops the running call, if there is one. Returns whether a call was running.
-    pub(crate) fn stop(&self, reason: StopReason) -> bool {
+    /// The current owner, for a new [`InterruptHandle`].
+    fn owner(&self) -> u64 {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Starts a new owner: every handle obtained so far stops working.
+    pub(crate) fn new_owner(&self) {
+        let _running = lock(&self.running);
+        self.owner.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Stops the running call, if there is one and `owner` still owns the sandbox. Returns
+    /// whether a call was stopped (or already stopping).
+    fn stop(&self, reason: StopReason, owner: u64) -> bool {
         let mut running = lock(&self.running);
+        if self.owner.load(Ordering::Acquire) != owner {
+            return false;
+        }
         let Some(r) = running.as_mut() else { return false };
         if self.stopped.load(Ordering::Acquire) == r.generation {
             // Already stopped: one signal per call; the watchdog re-sends it if it is lost. A
@@ -257,8 +275,6 @@ fn kick(r: &mut Running) {
         tracing::debug!(errno = rc, "pthread_sigqueue failed; kicked with pthread_kill");
     }
 }
-
-impl CallControl {}
 
 /// A call in progress; dropping it ends the call's claim on the thread and its deadline.
 pub(crate) struct CallGuard {
@@ -312,20 +328,27 @@ impl Drop for CallGuard {
 /// `kill` stops the call that is running when it is invoked, from any thread, even while the
 /// guest spins with interrupts off or while a host function runs (the call then ends when the
 /// host function returns). With no call running it does nothing and returns `false`: a kill is
-/// never remembered for a later call. After the sandbox is dropped the handle is inert.
+/// never remembered for a later call.
+///
+/// A handle belongs to whoever owned the sandbox when it was obtained. For a sandbox taken from
+/// a [`SandboxPool`](crate::SandboxPool) that is the checkout: once the sandbox is given back,
+/// handles obtained during that checkout do nothing and return `false`, so they can never stop
+/// the next tenant's call. After the sandbox is dropped every handle is inert.
 #[derive(Clone, Debug)]
 pub struct InterruptHandle {
     control: Weak<CallControl>,
+    owner: u64,
 }
 
 impl InterruptHandle {
     pub(crate) fn new(control: &Arc<CallControl>) -> Self {
-        InterruptHandle { control: Arc::downgrade(control) }
+        InterruptHandle { control: Arc::downgrade(control), owner: control.owner() }
     }
 
-    /// Stops the running call; returns whether one was running.
+    /// Stops the running call; returns whether one was running (and this handle's owner still
+    /// owns the sandbox).
     pub fn kill(&self) -> bool {
-        self.control.upgrade().is_some_and(|c| c.stop(StopReason::Killed))
+        self.control.upgrade().is_some_and(|c| c.stop(StopReason::Killed, self.owner))
     }
 
     /// Whether the sandbox this handle belongs to has been dropped.

@@ -3,6 +3,9 @@
 #![allow(unsafe_code, reason = "ioctls and the kvm_run page; each block argues its safety")]
 
 pub(crate) mod interrupt;
+mod selectors;
+
+use selectors::Selectors;
 
 use crate::mem::layout::{Layout, GDT_ADDR, IDT_ADDR, PML4_ADDR, TSS_ADDR};
 use crate::mem::shared::SharedMemory;
@@ -49,6 +52,8 @@ pub(crate) struct VcpuState {
     xcrs: kvm_xcrs,
     debugregs: kvm_debugregs,
     msrs: Vec<kvm_msr_entry>,
+    /// The guest's data-segment selectors as it left them (see [`selectors`]).
+    selectors: Selectors,
 }
 
 impl std::fmt::Debug for VcpuState {
@@ -172,6 +177,8 @@ pub(crate) struct Partition {
     /// The last exit was an `in` or MMIO access that KVM completes at the next KVM_RUN (writing
     /// registers), which must happen before registers are restored.
     pending_io: bool,
+    /// The guest's DS, ES, FS and GS, put on the thread for each entry (see [`selectors`]).
+    guest_selectors: Selectors,
 }
 
 /// Most pages kept writable per sandbox. Each is copied back by every restore (about 0.2 us)
@@ -260,6 +267,7 @@ impl Partition {
             hot: vec![0; words],
             previous: vec![0; words],
             pending_io: false,
+            guest_selectors: Selectors::NULL,
         })
     }
 
@@ -379,6 +387,7 @@ impl Partition {
             xcrs: self.vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?,
             debugregs: self.vcpu.get_debug_regs().map_err(kvm_err("KVM_GET_DEBUGREGS"))?,
             msrs: msrs.as_slice().get(..n).unwrap_or_default().to_vec(),
+            selectors: self.guest_selectors,
         })
     }
 
@@ -392,6 +401,7 @@ impl Partition {
     /// one ioctl.
     pub(crate) fn restore_vcpu_fast(&mut self, state: &VcpuState) -> Result<(), Error> {
         self.settle()?;
+        self.guest_selectors = state.selectors;
         self.vcpu.sync_regs_mut().regs = state.regs;
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
         if self.vcpu.sync_regs().sregs != state.sregs {
@@ -405,6 +415,7 @@ impl Partition {
     /// Puts the vCPU back into `state`, every piece of it, with one ioctl each.
     pub(crate) fn restore_vcpu(&mut self, state: &VcpuState) -> Result<(), Error> {
         self.settle()?;
+        self.guest_selectors = state.selectors;
         // Values pending in the kvm_run page would override the ioctls at the next entry.
         self.vcpu.clear_sync_dirty_reg(SyncReg::Register);
         self.vcpu.clear_sync_dirty_reg(SyncReg::SystemRegister);
@@ -501,7 +512,19 @@ impl Partition {
     }
 
     fn run_once(&mut self) -> Result<Exit, Error> {
-        match self.vcpu.run() {
+        // The thread's own selectors go back after the exit, the guest's are kept for the next
+        // entry: under kvm_pvm the guest runs on them (see `selectors`).
+        let host = Selectors::current();
+        if host != self.guest_selectors {
+            self.guest_selectors.load(host);
+        }
+        let run = self.vcpu.run();
+        let after = Selectors::current();
+        self.guest_selectors = after;
+        if after != host {
+            host.load(after);
+        }
+        match run {
             Ok(VcpuExit::IoOut(port, data)) => {
                 Ok(Exit::Out { port, size: data.len(), value: data.first().copied().unwrap_or(0) })
             }

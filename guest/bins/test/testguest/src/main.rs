@@ -319,6 +319,147 @@ fn gsbase_get() -> u64 {
     v
 }
 
+/// Loads `sel` into DS, ES, FS and GS (a null selector, or one the CPU accepts at CPL3; anything
+/// else raises #GP). Under kvm_pvm these are the vCPU thread's own registers.
+fn sel_set(sel: u32) {
+    let s = sel as u16;
+    // SAFETY: segment loads only change what this guest's later memory accesses use; in 64-bit
+    // mode DS/ES bases are ignored, and nothing in the guest uses FS or GS.
+    unsafe { core::arch::asm!("mov ds, {s:x}", "mov es, {s:x}", "mov fs, {s:x}", "mov gs, {s:x}", s = in(reg) s) }
+}
+/// DS | ES << 16 | FS << 32 | GS << 48.
+fn sel_get() -> u64 {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reads segment selectors.
+    unsafe {
+        core::arch::asm!(
+            "mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+        )
+    };
+    u64::from(ds) | u64::from(es) << 16 | u64::from(fs) << 32 | u64::from(gs) << 48
+}
+/// Loads `sel` into SS (the stack keeps working: 64-bit mode ignores the SS base and limit).
+fn ss_set(sel: u32) {
+    let s = sel as u16;
+    // SAFETY: as `sel_set`; the stack pointer is untouched.
+    unsafe { core::arch::asm!("mov ss, {s:x}", s = in(reg) s) }
+}
+fn ss_get() -> u32 {
+    let ss: u16;
+    // SAFETY: reads SS.
+    unsafe { core::arch::asm!("mov {0:x}, ss", out(reg) ss) };
+    u32::from(ss)
+}
+/// `wrpkru` (protection keys; #UD where CR4.PKE is clear). Keeps key 0 accessible, so the guest
+/// can still touch its own memory.
+fn pkru_set(v: u32) {
+    // SAFETY: PKRU gates only accesses to pages with a non-zero key; the caller keeps key 0 open.
+    unsafe { core::arch::asm!("wrpkru", in("eax") v & !3, in("ecx") 0u32, in("edx") 0u32) }
+}
+fn pkru_get() -> u32 {
+    let v: u32;
+    // SAFETY: reads PKRU.
+    unsafe { core::arch::asm!("rdpkru", out("eax") v, in("ecx") 0u32, out("edx") _) };
+    v
+}
+/// Sets RFLAGS.AC (alignment check) and leaves it set: a flag a tenant could leave behind.
+fn ac_set() {
+    // SAFETY: `stac` is privileged; `popfq` with AC is not. With CR0.AM clear it checks nothing.
+    unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], 0x40000", "popfq") }
+}
+fn rflags_get() -> u64 {
+    let f: u64;
+    // SAFETY: reads RFLAGS.
+    unsafe { core::arch::asm!("pushfq", "pop {f}", f = out(reg) f) };
+    f
+}
+/// Plants x87 stack contents: `v` (as a float) pushed onto the x87 register stack, left there.
+fn x87_push(v: u64) {
+    let f = v as f64;
+    // SAFETY: pushes onto the x87 stack, which this soft-float guest never uses.
+    unsafe { core::arch::asm!("fld qword ptr [{p}]", p = in(reg) &f) }
+}
+/// The x87 status word (TOP says how many values were pushed) and tag word, as FNSTENV sees them.
+fn x87_env() -> u64 {
+    let mut env = [0u16; 14];
+    // SAFETY: stores the 28-byte x87 environment into a local buffer, then reloads it (FNSTENV
+    // masks exceptions as a side effect; FLDENV puts them back).
+    unsafe { core::arch::asm!("fnstenv [{p}]", "fldenv [{p}]", p = in(reg) env.as_mut_ptr()) };
+    u64::from(env[2]) | u64::from(env[4]) << 16
+}
+/// Sets SSE state, then faults in the same call: the restore after a fault must reset it too.
+fn secrets_then_fault(v: u64) {
+    secrets_set(v);
+    ymm_set(v);
+    // SAFETY: raises #UD on purpose.
+    unsafe { core::arch::asm!("ud2") }
+}
+/// What `lsl` reveals about the host through the host's per-CPU GDT entry (Linux's CPUNODE
+/// segment, selector 0x7b, the vgetcpu trick) and what `rdpid` returns; 0xffff_ffff when the
+/// instruction fails or faults is caught as ZF clear.
+fn lsl_cpunode() -> u64 {
+    let (limit, ok): (u32, u8);
+    // SAFETY: `lsl` only reads a descriptor's limit, or clears ZF.
+    unsafe {
+        core::arch::asm!("lsl {l:e}, {s:e}", "setz {ok}", l = out(reg) limit, s = in(reg) 0x7bu32, ok = out(reg_byte) ok)
+    };
+    if ok == 1 {
+        u64::from(limit)
+    } else {
+        0xffff_ffff
+    }
+}
+fn rdpid() -> u64 {
+    let v: u64;
+    // SAFETY: reads TSC_AUX (#UD where RDPID is absent).
+    unsafe { core::arch::asm!("rdpid {v}", v = out(reg) v) };
+    v
+}
+/// Writes `value` at `addr` (a page of the guest's own memory), for restore tests that read it back.
+fn poke(addr: u64, value: u64) {
+    // SAFETY: the caller aims at the guest's own writable memory; a wrong address just faults.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}
+fn peek(addr: u64) -> u64 {
+    // SAFETY: as `poke`.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+/// Sum of `len` bytes at `addr`, to check a region's contents cheaply.
+fn sum_bytes(addr: u64, len: u64) -> u64 {
+    // SAFETY: as `poke`; reads only.
+    (0..len).map(|i| u64::from(unsafe { core::ptr::read_volatile((addr + i) as *const u8) })).sum()
+}
+
+/// Bytes kept on the heap across calls (until a restore), for tests of what a snapshot carries.
+static KEPT: GuestCell<Vec<Vec<u8>>> = GuestCell::new(Vec::new());
+/// Keeps a heap copy of `bytes`; returns how many buffers are kept.
+fn keep(bytes: Vec<u8>) -> u64 {
+    KEPT.with(|k| {
+        k.push(bytes);
+        k.len() as u64
+    })
+}
+/// The sum of every kept byte.
+fn kept_sum() -> u64 {
+    KEPT.with(|k| k.iter().flatten().map(|&b| u64::from(b)).sum())
+}
+
+/// A cell for the single-threaded guest (one vCPU, no interrupts).
+struct GuestCell<T>(core::cell::UnsafeCell<T>);
+// SAFETY: the guest has one thread and nothing preempts it, so no two accesses overlap.
+unsafe impl<T> Sync for GuestCell<T> {}
+impl<T> GuestCell<T> {
+    const fn new(v: T) -> Self {
+        GuestCell(core::cell::UnsafeCell::new(v))
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: single-threaded and not re-entered (see the `Sync` impl), so this is the only
+        // reference while `f` runs.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
 /// A 1 MiB array on the stack: more than the default 256 KiB stack.
 fn big_stack_array(index: u64) -> u64 {
     let a = core::hint::black_box([7u8; 1 << 20]);
@@ -500,4 +641,22 @@ glint_guest::exports!(
     host_sleep_then_log,
     host_keep_then_scribble,
     busy,
+    sel_set,
+    sel_get,
+    ss_set,
+    ss_get,
+    pkru_set,
+    pkru_get,
+    ac_set,
+    rflags_get,
+    x87_push,
+    x87_env,
+    secrets_then_fault,
+    lsl_cpunode,
+    rdpid,
+    poke,
+    peek,
+    sum_bytes,
+    keep,
+    kept_sum,
 );
