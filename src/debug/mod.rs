@@ -248,6 +248,11 @@ const AT_PAGESZ: u64 = 6;
 const AT_ENTRY: u64 = 9;
 
 impl ProgramInfo {
+    /// The entry point and program headers of a loaded image.
+    pub(crate) fn of(image: &GuestImage) -> ProgramInfo {
+        ProgramInfo { entry: image.entry(), phdr: image.program_headers() }
+    }
+
     /// The auxiliary vector a Linux process would have (NT_AUXV, `qXfer:auxv:read`): enough for
     /// gdb to relocate a PIE's symbols to where glint loaded it.
     pub(crate) fn auxv(&self) -> Vec<u8> {
@@ -299,6 +304,22 @@ mod tests {
             assert_eq!(dump_priority(&layout, r), priority);
         }
         assert_eq!(regions.iter().find(|r| r.addr == layout.heap_addr).unwrap().end(), layout.guard_addr);
+    }
+
+    #[test]
+    fn program_headers_are_found_where_the_pie_was_loaded() {
+        let bytes = std::fs::read(glint_guest_artifacts::HELLO).unwrap();
+        let image = GuestImage::from_bytes(&bytes).unwrap();
+        let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+        let info = ProgramInfo::of(&image);
+        assert_eq!(info.phdr, Some((IMAGE_BASE + elf.header.e_phoff, u64::from(elf.header.e_phnum))));
+        assert_eq!(info.entry, IMAGE_BASE + elf.header.e_entry);
+        // The headers gdb reads there are the file's.
+        let (addr, n) = info.phdr.unwrap();
+        let seg = image.segments().iter().find(|s| s.addr <= addr && addr < s.addr + s.data.len() as u64).unwrap();
+        let at = (addr - seg.addr) as usize;
+        let off = elf.header.e_phoff as usize;
+        assert_eq!(seg.data[at..at + n as usize * 56], bytes[off..off + n as usize * 56]);
     }
 
     #[test]

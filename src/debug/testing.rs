@@ -57,11 +57,7 @@ impl LoadedGuest {
         }
         let boot = layout.boot_info().to_bytes();
         memory[BOOT_INFO_ADDR as usize..BOOT_INFO_ADDR as usize + boot.len()].copy_from_slice(&boot);
-        let parsed = goblin::elf::Elf::parse(&elf).unwrap();
-        let program = ProgramInfo {
-            entry: image.entry(),
-            phdr: Some((IMAGE_BASE + parsed.header.e_phoff, u64::from(parsed.header.e_phnum))),
-        };
+        let program = ProgramInfo::of(&image);
         let regions = guest_regions(&layout, &image);
         LoadedGuest { path, image, layout, regions, memory, program, elf }
     }

@@ -64,6 +64,8 @@ struct Inner {
     abi_version: u32,
     end: u64,
     pie: bool,
+    /// Guest address and count of the program headers, when a segment loads them.
+    program_headers: Option<(u64, u64)>,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
 }
@@ -203,6 +205,12 @@ impl GuestImage {
     /// Whether the image was a PIE (ET_DYN), relocated to [`IMAGE_BASE`].
     pub fn is_position_independent(&self) -> bool {
         self.inner.pie
+    }
+
+    /// Guest address and number of the program headers, when a segment loads them (as a
+    /// linker lays out a PIE): what a debugger's AT_PHDR/AT_PHNUM point at.
+    pub(crate) fn program_headers(&self) -> Option<(u64, u64)> {
+        self.inner.program_headers
     }
 
     /// The loaded segments, sorted by address and not overlapping (two may share a page).
@@ -378,6 +386,20 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         }
     }
 
+    // Where the program headers are in guest memory, if a segment's file bytes hold them.
+    let phdrs_len = u64::from(header.phnum).checked_mul(u64::from(header.phentsize));
+    let program_headers = loads
+        .iter()
+        .find_map(|s| {
+            let end = header.phoff.checked_add(phdrs_len?)?;
+            let into = header.phoff.checked_sub(s.offset)?;
+            if end > s.offset.checked_add(s.file_size)? {
+                return None;
+            }
+            place(s.vaddr.checked_add(into)?)
+        })
+        .map(|addr| (addr, u64::from(header.phnum)));
+
     let relro = relro.and_then(|(_, ph)| Some((ph.vaddr, ph.vaddr.checked_add(ph.mem_size)?)));
     let pages = pages::compute(&loads, relro, place)?;
     let segments = loads
@@ -394,7 +416,16 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         })
         .collect::<Result<Vec<_>, ImageError>>()?;
 
-    Ok(Inner { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), entry, abi_version, end, pie, segments, pages })
+    Ok(Inner {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        entry,
+        abi_version,
+        end,
+        pie,
+        program_headers,
+        segments,
+        pages,
+    })
 }
 
 /// The checks one `PT_LOAD` header must pass on its own.
