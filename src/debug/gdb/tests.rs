@@ -374,8 +374,10 @@ fn garbage_and_hang_ups_are_survived() {
         let sum = z.bytes().fold(0u8, |a, b| a.wrapping_add(b));
         Write::write_all(&mut c, format!("+${z}#{sum:02x}").as_bytes()).unwrap();
         let ok = read_until(&mut c, "#");
-        Write::write_all(&mut c, b"\xff\x00garbage$zz#00$m0,99999999999999999999#00").unwrap();
-        Write::write_all(&mut c, &[b'$'; 5000]).unwrap();
+        // The stub may hang up at any point of this (a broken pipe here is its right).
+        let _ = Write::write_all(&mut c, b"\xff\x00garbage$zz#00$m0,99999999999999999999#00");
+        let _ = Write::write_all(&mut c, &[b'$'; 5000]);
+        assert!(ok.contains("$OK#"), "{ok:?}");
         ok
     });
     assert_eq!(ending, Ending::Exited);
