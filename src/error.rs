@@ -487,8 +487,19 @@ impl fmt::Display for FaultKind {
 /// Most characters of guest-supplied text kept in an error or log record.
 pub(crate) const MAX_GUEST_TEXT: usize = 4096;
 
-/// Makes guest bytes safe to print: lossy UTF-8, control characters escaped (so no terminal
-/// escape sequences or forged log lines), capped at [`MAX_GUEST_TEXT`] characters.
+/// Whether `c` must not reach a terminal or a log as itself: every control character (C0, DEL
+/// and C1, among them U+009B, the one-character CSI that starts terminal escape sequences), the
+/// line and paragraph separators (forged log lines), and the bidirectional controls that make
+/// text display in another order than it reads (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069).
+pub(crate) fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Makes guest bytes safe to print: lossy UTF-8, unprintable characters escaped (so no terminal
+/// escape sequences, reordered text or forged log lines), capped at [`MAX_GUEST_TEXT`] characters.
 pub(crate) fn sanitize(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(text.len().min(MAX_GUEST_TEXT));
@@ -497,7 +508,7 @@ pub(crate) fn sanitize(bytes: &[u8]) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if unprintable(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -515,6 +526,20 @@ mod tests {
         assert_eq!(sanitize(b"a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
         assert_eq!(sanitize(&[0xff, b'x']), "\u{fffd}x");
         assert_eq!(sanitize(&vec![b'a'; 10_000]).chars().count(), MAX_GUEST_TEXT + 1);
+    }
+
+    #[test]
+    fn sanitize_escapes_c1_controls_bidi_overrides_and_line_separators() {
+        // U+009B is CSI on its own: `\u{9b}31m` turns a terminal red just as ESC [ 31m does.
+        assert_eq!(sanitize("a\u{9b}31mb".as_bytes()), "a\\u{9b}31mb");
+        for c in ['\u{80}', '\u{85}', '\u{9f}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{2028}', '\u{61c}'] {
+            let text = format!("x{c}y");
+            let clean = sanitize(text.as_bytes());
+            assert!(!clean.contains(c), "{c:?} passed: {clean:?}");
+            assert_eq!(clean, format!("x{}y", c.escape_default()));
+        }
+        // Printable text beyond ASCII stays as it is.
+        assert_eq!(sanitize("grüße, 東京, ₿".as_bytes()), "grüße, 東京, ₿");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod common;
 
 use common::elf::RawElf;
-use common::test_sandbox;
+use common::{test_builder, test_sandbox, testguest};
 use glint::{Error, FaultKind, GuestFault, GuestImage, Sandbox, SandboxBuilder};
 use glint_abi::layout::IMAGE_BASE;
 use std::time::Duration;
@@ -238,4 +238,52 @@ fn raw_guest_returning_garbage_exports_is_refused() {
         Err(Error::Protocol { detail }) => assert!(detail.contains("frame"), "{detail}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }
+}
+
+/// Runs `f` on its own thread and waits at most `limit` for it: a deadline that never fires
+/// fails the test instead of hanging it (the spinning thread is left to the process's end).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> (T, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let out = f();
+        let _ = tx.send((out, start.elapsed()));
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("still running after {limit:?}: the deadline never fired"))
+}
+
+#[test]
+fn a_100ms_deadline_ends_a_spinning_call_within_two_seconds() {
+    require_kvm!();
+    // Generous bounds on a noisy machine: the point is a deadline that fires late (or never),
+    // which would otherwise pass as a slow test or hang the binary.
+    let deadline = Duration::from_millis(100);
+    let (result, took) = within(Duration::from_secs(30), move || {
+        let mut sb = test_builder().call_timeout(Some(deadline)).build(&testguest()).unwrap().init().unwrap();
+        sb.call("spin", &[])
+    });
+    assert!(matches!(result, Err(Error::Timeout(d)) if d == deadline), "{result:?}");
+    assert!(took >= deadline, "ended before its deadline: {took:?}");
+    assert!(took < Duration::from_secs(2), "a 100 ms deadline took {took:?}");
+
+    // The same for a guest looping in its initialisation, and for a pooled sandbox.
+    let (result, took) = within(Duration::from_secs(30), move || {
+        SandboxBuilder::new().call_timeout(Some(deadline)).build(&raw(&[0xeb, 0xfe])).unwrap().init().map(drop)
+    });
+    assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    assert!(took < Duration::from_secs(2), "init: {took:?}");
+    let (result, took) = within(Duration::from_secs(30), move || {
+        let pool = glint::SandboxPool::new(
+            &test_builder().call_timeout(Some(deadline)),
+            &testguest(),
+            glint::PoolConfig { max_sandboxes: 1, ready_target: 1, ..Default::default() },
+        )
+        .unwrap();
+        let mut sb = pool.take().unwrap();
+        let start = std::time::Instant::now();
+        (sb.call("spin", &[]), start.elapsed())
+    });
+    let (result, spun) = result;
+    assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    assert!(spun < Duration::from_secs(2) && took < Duration::from_secs(20), "pool: {spun:?}");
 }

@@ -250,6 +250,24 @@ fn overlapping_segments_are_refused() {
 }
 
 #[test]
+fn a_segment_whose_bss_runs_into_the_next_is_refused() {
+    // The first segment's file bytes end well before the second segment, but its memory (bss)
+    // runs into it: overlap is a question of memory size, not file size.
+    let elf = RawElf::exec(&[0x90; 0x10])
+        .segment(Segment::load(PF_R | PF_W, IMAGE_BASE + 0x1000, &[1; 8]).mem_size(0x2000))
+        .segment(Segment::load(PF_R, IMAGE_BASE + 0x2800, &[2; 8]));
+    assert!(matches!(
+        refuse_elf(&elf),
+        ImageError::OverlappingSegments { first: 1, second: 2, addr } if addr == IMAGE_BASE + 0x2800
+    ));
+    // The same layout with the bss ending right before the next segment loads.
+    let ok = RawElf::exec(&[0x90; 0x10])
+        .segment(Segment::load(PF_R | PF_W, IMAGE_BASE + 0x1000, &[1; 8]).mem_size(0x1800))
+        .segment(Segment::load(PF_R, IMAGE_BASE + 0x2800, &[2; 8]));
+    GuestImage::from_bytes(&ok.build()).unwrap();
+}
+
+#[test]
 fn unsorted_segments_are_refused() {
     let elf = RawElf::new(ET_EXEC)
         .entry(IMAGE_BASE)
@@ -377,8 +395,24 @@ fn rich_image() -> Vec<u8> {
 fn every_truncation_is_refused_without_panic() {
     let bytes = rich_image();
     for len in 0..bytes.len() {
-        // Every prefix misses something the loader needs (the last segment's bytes end the file).
-        assert!(GuestImage::from_bytes(&bytes[..len]).is_err(), "{len}");
+        // Every prefix misses something the loader needs (the last segment's bytes end the file),
+        // and the refusal says which part lies past the end.
+        let error = refuse(&bytes[..len]);
+        assert!(
+            matches!(
+                error,
+                ImageError::Empty
+                    | ImageError::TruncatedHeader { .. }
+                    | ImageError::NotElf { .. }
+                    | ImageError::ProgramHeadersOutOfFile { .. }
+                    | ImageError::SegmentOutOfFile { .. }
+                    | ImageError::SectionHeadersOutOfFile { .. }
+                    | ImageError::SectionOutOfFile { .. }
+                    | ImageError::RelaTableOutOfImage { .. }
+                    | ImageError::MissingAbiNote
+            ),
+            "{len}: {error:?}"
+        );
     }
 }
 

@@ -182,6 +182,32 @@ fn a_failed_sandbox_is_restored_before_it_is_lent_again() {
 }
 
 #[test]
+fn a_sandbox_whose_restore_failed_is_replaced_and_never_lent() {
+    require_kvm!();
+    for background in [false, true] {
+        let config =
+            PoolConfig { max_sandboxes: 1, ready_target: 1, restore_in_background: background, ..Default::default() };
+        let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+        {
+            let mut sb = pool.take().unwrap();
+            sb.call("set_state", &[Value::U64(99)]).unwrap();
+            sb.inject_restore_failure();
+        }
+        // The give-back's restore failed: that VM is torn down and a new one made.
+        let mut sb = pool.take().unwrap();
+        assert!(!sb.is_poisoned(), "background {background}");
+        assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0), "background {background}");
+        let stats = pool.stats();
+        assert_eq!((stats.replaced, stats.created), (1, 2), "background {background}: {stats:?}");
+        drop(sb);
+        // And the new one is recycled normally.
+        let mut again = pool.take().unwrap();
+        assert_eq!(again.call("rt_i32", &[Value::I32(4)]).unwrap(), Value::I32(4));
+        assert_eq!(pool.stats().created, 2);
+    }
+}
+
+#[test]
 fn many_threads_take_and_give_back() {
     require_kvm!();
     let pool = pool(3, WhenEmpty::Wait(Duration::from_secs(30)));

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{test_builder, test_sandbox, testguest};
-use glint::{Error, PoolConfig, Sandbox, SandboxPool, Value};
+use glint::{Error, FaultKind, PoolConfig, Sandbox, SandboxPool, Value};
 
 const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
 
@@ -32,16 +32,31 @@ fn reset_leaves_no_trace_in_memory_or_registers() {
 fn a_poisoned_sandbox_works_again_after_reset() {
     require_kvm!();
     let mut sb = test_sandbox();
-    for bad in ["ud2", "gp_fault", "privileged", "exec_heap", "write_code"] {
-        assert!(sb.call(bad, &[]).is_err(), "{bad}");
+    for (bad, kind) in [
+        ("ud2", FaultKind::InvalidOpcode),
+        ("gp_fault", FaultKind::GeneralProtection),
+        ("privileged", FaultKind::GeneralProtection),
+        ("exec_heap", FaultKind::PageFault),
+        ("write_code", FaultKind::PageFault),
+    ] {
+        match sb.call(bad, &[]) {
+            Err(Error::GuestFault(f)) => assert_eq!(f.kind, kind, "{bad}: {f}"),
+            other => panic!("{bad}: expected a {kind:?} fault, got {other:?}"),
+        }
         assert!(sb.is_poisoned());
         sb.reset().unwrap();
         assert!(!sb.is_poisoned());
         assert_eq!(sb.call("rt_i32", &[Value::I32(11)]).unwrap(), Value::I32(11), "after {bad}");
     }
-    assert!(sb.call("recurse", &[Value::U64(1 << 20)]).is_err());
+    match sb.call("recurse", &[Value::U64(1 << 20)]) {
+        Err(Error::GuestFault(f)) => assert!(f.stack_overflow, "{f}"),
+        other => panic!("expected a stack overflow, got {other:?}"),
+    }
     sb.reset().unwrap();
-    assert!(sb.call("panics", &[Value::String("x".into())]).is_err());
+    match sb.call("panics", &[Value::String("x".into())]) {
+        Err(Error::GuestPanic { message }) => assert!(message.starts_with('x'), "{message}"),
+        other => panic!("expected a guest panic, got {other:?}"),
+    }
     sb.reset().unwrap();
     sb.set_call_timeout(Some(std::time::Duration::from_millis(50)));
     assert!(matches!(sb.call("spin", &[]), Err(Error::Timeout(_))));
@@ -198,4 +213,72 @@ fn a_snapshot_restores_whole_between_pooled_and_direct_sandboxes() {
     let mut sb = pool.take().unwrap();
     assert_eq!(sb.call("kept_sum", &[]).unwrap(), Value::U64(0));
     assert_eq!(sb.call("get_state", &[]).unwrap(), Value::U64(0));
+}
+
+/// The boot info as the test guest sees it.
+fn boot_info(sb: &mut Sandbox) -> glint_abi::layout::BootInfo {
+    let Value::Bytes(raw) = sb.call("boot_info", &[]).unwrap() else { panic!("boot_info returns bytes") };
+    glint_abi::layout::BootInfo::from_bytes(&raw.try_into().unwrap())
+}
+
+#[test]
+fn reset_zeroes_pages_that_were_zero_in_the_snapshot() {
+    require_kvm!();
+    // Pages the initial snapshot holds as zero (far into the heap, the ends of both buffers,
+    // low on the stack): the guest writes them, and after a reset each reads zero again.
+    let mut sb = test_sandbox();
+    let info = boot_info(&mut sb);
+    let targets = [
+        info.heap_addr + info.heap_size / 2,
+        info.heap_addr + info.heap_size - 8,
+        info.input_addr + info.input_size - 8,
+        info.output_addr + info.output_size - 8,
+        info.stack_top - info.stack_size + 64,
+    ];
+    for round in 0..3u64 {
+        for &addr in &targets {
+            assert_eq!(sb.call("peek", &[Value::U64(addr)]).unwrap(), Value::U64(0), "{addr:#x}, round {round}");
+            sb.call("poke", &[Value::U64(addr), Value::U64(0x5ec4e7 + round)]).unwrap();
+            assert_eq!(sb.call("peek", &[Value::U64(addr)]).unwrap(), Value::U64(0x5ec4e7 + round));
+        }
+        sb.reset().unwrap();
+        for &addr in &targets {
+            assert_eq!(sb.call("peek", &[Value::U64(addr)]).unwrap(), Value::U64(0), "{addr:#x} after reset");
+        }
+        sb.reset().unwrap();
+    }
+    // The same through a snapshot taken later and restored into another sandbox.
+    let mut a = test_sandbox();
+    let later = a.snapshot().unwrap();
+    let mut b = test_sandbox();
+    for &addr in &targets {
+        b.call("poke", &[Value::U64(addr), Value::U64(1)]).unwrap();
+    }
+    b.restore(&later).unwrap();
+    for &addr in &targets {
+        assert_eq!(b.call("peek", &[Value::U64(addr)]).unwrap(), Value::U64(0), "{addr:#x} after a foreign restore");
+    }
+}
+
+#[test]
+fn the_restore_after_a_fault_resets_sse_and_avx_planted_in_the_faulting_call() {
+    require_kvm!();
+    let mut sb = test_sandbox();
+    let initial_ymm = sb.call("ymm_get", &[]).ok();
+    if initial_ymm.is_none() {
+        sb.reset().unwrap();
+    }
+    // secrets_then_fault plants xmm5, MXCSR and ymm7 (where AVX exists), then executes ud2: the
+    // state is planted on the path that ends in a fault, and the full restore must reset it.
+    match sb.call("secrets_then_fault", &[Value::U64(0x5ec4e7)]) {
+        Err(Error::GuestFault(f)) => {
+            assert!(f.kind == FaultKind::InvalidOpcode, "ud2 (or a missing AVX instruction) ends the call: {f}")
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    }
+    sb.reset().unwrap();
+    assert_eq!(sb.call("secrets_get", &[]).unwrap(), Value::String(INITIAL_SECRETS.into()));
+    if let Some(initial) = initial_ymm {
+        assert_eq!(sb.call("ymm_get", &[]).unwrap(), initial);
+    }
 }

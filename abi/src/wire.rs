@@ -504,7 +504,7 @@ mod tests {
         assert!(matches!(frame_len(u32::MAX.to_le_bytes(), 64), Err(DecodeError::FrameTooLarge { .. })));
         assert_eq!(read_outcome(&[0, 0, 1]), Err(DecodeError::TrailingBytes(1)));
         assert_eq!(read_outcome(&[3]), Err(DecodeError::BadStatus(3)));
-        assert!(read_call_head(&[0, 0, 0, 0, 17, 0, 0, 0]).is_err());
+        assert_eq!(read_call_head(&[0, 0, 0, 0, 17, 0, 0, 0]).map(|(i, n, _)| (i, n)), Err(DecodeError::TooMany(17)));
     }
 
     #[test]

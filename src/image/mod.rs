@@ -19,9 +19,10 @@ mod note;
 mod pages;
 mod reloc;
 
+/// The integration tests' ELF builder, for unit tests here and in `mem`.
 #[cfg(test)]
 #[path = "../../tests/common/elf.rs"]
-mod test_elf;
+pub(crate) mod test_elf;
 
 use std::fmt;
 use std::io::Read;

@@ -4,6 +4,7 @@
     clippy::panic,
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
     reason = "tests"
 )]
 
@@ -179,4 +180,69 @@ fn debug_output_leaves_out_segment_bytes() {
     let text = format!("{image:?}");
     assert!(text.contains("data_len: 0x1000"), "{text}");
     assert!(text.len() < 1000, "{text}");
+}
+
+/// What every image the loader accepts must satisfy, whatever bytes it came from: no page both
+/// writable and executable, segments sorted, disjoint and inside guest memory above the image
+/// base, their bytes within their memory size, pages inside the image span, and the entry on an
+/// executable page.
+fn assert_invariants(image: &GuestImage) {
+    let mut last_end = IMAGE_BASE;
+    for s in image.segments() {
+        assert!(s.addr >= last_end, "segments sorted and disjoint: {image:?}");
+        assert!(s.data.len() as u64 <= s.mem_size, "{s:?}");
+        last_end = s.addr + s.mem_size;
+        assert!(last_end <= image.end() && image.end() <= MAX_MEMORY, "{s:?} inside the image span");
+        assert!(!(s.write && s.exec), "{s:?}");
+    }
+    let mut last_page = None;
+    for &(page, perm) in image.pages() {
+        assert!(!(perm.write && perm.exec), "page {page:#x} is W+X");
+        assert!(page % PAGE_SIZE == 0 && page >= IMAGE_BASE && page < image.end(), "page {page:#x}");
+        assert!(last_page.is_none_or(|p| page > p), "pages ascending and unique");
+        last_page = Some(page);
+    }
+    let entry_page = image.entry() & !(PAGE_SIZE - 1);
+    assert!(
+        image.pages().iter().any(|&(p, perm)| p == entry_page && perm.exec),
+        "entry {:#x} on an executable page",
+        image.entry()
+    );
+}
+
+#[test]
+fn images_accepted_after_random_mutation_keep_the_loaders_invariants() {
+    let bytes = pie_with(vec![Rela::relative(0x2008, 0x1010), Rela { offset: 0, r_type: R_X86_64_NONE, addend: 0 }])
+        .entry(0x1008)
+        .build();
+    assert_invariants(&GuestImage::from_bytes(&bytes).unwrap());
+    // xorshift64*, so a failure reproduces.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let hot = bytes.len().min(0x200) as u64;
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..8000u64 {
+        let mut mutated = bytes.clone();
+        let at = if round % 4 == 0 { next() % mutated.len() as u64 } else { next() % hot } as usize;
+        mutated[at] = next() as u8;
+        if round % 3 == 0 {
+            let at2 = (next() % hot) as usize;
+            mutated[at2] ^= 1 << (next() % 8);
+        }
+        match GuestImage::from_bytes(&mutated) {
+            Ok(image) => {
+                assert_invariants(&image);
+                accepted += 1;
+            }
+            Err(crate::Error::Image(_)) => refused += 1,
+            Err(other) => panic!("round {round}: not an image error: {other:?}"),
+        }
+    }
+    // Both outcomes occur, or the test checks nothing.
+    assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
 }

@@ -200,26 +200,227 @@ fn put_u64(buf: &mut [u8], at: usize, v: u64) {
     buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// The structures decoded as the CPU reads them, and checked against what it requires: these
+/// catch on any host what kvm_pvm would forgive (it runs CPL3 code on the host's own segments).
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::image::test_elf;
+    use crate::image::GuestImage;
+    use crate::mem::MemoryConfig;
+    use glint_abi::layout::IMAGE_BASE;
 
-    #[test]
-    fn io_bitmap_admits_exactly_the_guest_ports() {
-        let t = tss();
-        let allowed: Vec<u16> =
-            (0..256u16).filter(|&p| t[TSS_SIZE + usize::from(p) / 8] & (1 << (p % 8)) == 0).collect();
-        let mut expected = port::GUEST_PORTS.to_vec();
-        expected.sort_unstable();
-        assert_eq!(allowed, expected);
-        assert!(!allowed.contains(&port::EXCEPTION));
-        assert_eq!(t[TSS_SIZE + IOPB_BYTES], 0xff);
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// A segment descriptor as the CPU decodes it.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Descriptor {
+        base: u64,
+        limit: u32,
+        /// The 4-bit type field.
+        ty: u8,
+        /// S: code/data (true) or system (false).
+        code_or_data: bool,
+        dpl: u8,
+        present: bool,
+        long: bool,
+        default_big: bool,
+        granular: bool,
+    }
+
+    fn descriptor(gdt: &[u8], selector: u16) -> Descriptor {
+        let at = usize::from(selector & !7);
+        let d = u64_at(gdt, at);
+        let access = (d >> 40) as u8;
+        let flags = (d >> 52) as u8;
+        let mut base = ((d >> 16) & 0xff_ffff) | (((d >> 56) & 0xff) << 24);
+        if access & 0x10 == 0 {
+            // A system descriptor in long mode is 16 bytes: the next 4 hold base bits 32..64.
+            base |= (u64_at(gdt, at + 8) & 0xffff_ffff) << 32;
+        }
+        Descriptor {
+            base,
+            limit: ((d & 0xffff) | (((d >> 48) & 0xf) << 16)) as u32,
+            ty: access & 0xf,
+            code_or_data: access & 0x10 != 0,
+            dpl: (access >> 5) & 3,
+            present: access & 0x80 != 0,
+            long: flags & 0x2 != 0,
+            default_big: flags & 0x4 != 0,
+            granular: flags & 0x8 != 0,
+        }
     }
 
     #[test]
-    fn stubs_fit_their_page_and_use_imm8_port() {
+    fn user_selectors_name_present_ring3_segments_of_the_right_kind() {
+        let gdt = gdt();
+        // RPL 3 on both, and an index inside the GDT's limit.
+        assert_eq!(USER_CS & 3, 3);
+        assert_eq!(USER_DS & 3, 3);
+        for sel in [KERNEL_CS, USER_CS, USER_DS, TSS_SEL] {
+            assert_ne!(sel & !7, 0, "selector {sel:#x} is the null selector");
+            assert!(u32::from(sel & !7) + 7 <= u32::from(GDT_LIMIT), "selector {sel:#x} past the GDT limit");
+        }
+        let cs = descriptor(&gdt, USER_CS);
+        assert!(cs.present && cs.code_or_data && cs.long && !cs.default_big, "{cs:?}");
+        assert_eq!(cs.ty & 0b1010, 0b1010, "user code is code and readable: {cs:?}");
+        assert_eq!(cs.dpl, 3, "user code DPL matches its RPL");
+        let ds = descriptor(&gdt, USER_DS);
+        assert!(ds.present && ds.code_or_data && ds.granular && ds.limit == 0xfffff, "{ds:?}");
+        assert_eq!(ds.ty & 0b1010, 0b0010, "user data is data and writable: {ds:?}");
+        assert_eq!(ds.dpl, 3, "user data DPL matches its RPL");
+        let kcs = descriptor(&gdt, KERNEL_CS);
+        assert!(kcs.present && kcs.code_or_data && kcs.long && !kcs.default_big && kcs.ty & 0b1000 != 0, "{kcs:?}");
+        assert_eq!(kcs.dpl, 0);
+        // Accessed bits preset: the CPU never needs to write the (read-only) table.
+        for sel in [KERNEL_CS, USER_CS, USER_DS] {
+            assert_eq!(descriptor(&gdt, sel).ty & 1, 1, "{sel:#x} accessed");
+        }
+    }
+
+    #[test]
+    fn the_tss_descriptor_points_at_the_tss_with_its_exact_limit() {
+        let tss_d = descriptor(&gdt(), TSS_SEL);
+        assert_eq!(
+            tss_d,
+            Descriptor {
+                base: TSS_ADDR,
+                limit: TSS_LIMIT,
+                ty: 0xb, // 64-bit TSS, busy (KVM_SET_SREGS loads TR directly)
+                code_or_data: false,
+                dpl: 0,
+                present: true,
+                long: false,
+                default_big: false,
+                granular: false,
+            }
+        );
+        assert_eq!(TSS_SEL & 3, 0);
+    }
+
+    #[test]
+    fn every_exception_vector_has_a_present_interrupt_gate_to_its_stub_on_ist1() {
+        let idt = idt();
+        assert_eq!(usize::from(IDT_LIMIT) + 1, IDT_ENTRIES as usize * 16);
+        for v in 0..IDT_ENTRIES as usize {
+            let lo = u64_at(&idt, v * 16);
+            let hi = u64_at(&idt, v * 16 + 8);
+            let offset = (lo & 0xffff) | ((lo >> 48) << 16) | ((hi & 0xffff_ffff) << 32);
+            let selector = ((lo >> 16) & 0xffff) as u16;
+            let ist = (lo >> 32) & 7;
+            let access = (lo >> 40) as u8;
+            assert_eq!(offset, STUBS_ADDR + v as u64 * STUB_SIZE, "vector {v}");
+            assert_eq!(selector, KERNEL_CS, "vector {v}");
+            assert_eq!(ist, 1, "vector {v} switches to the host's fault stack");
+            assert_eq!(access & 0x80, 0x80, "vector {v} present");
+            assert_eq!(access & 0x1f, 0x0e, "vector {v} is a 64-bit interrupt gate (IF cleared)");
+            let dpl = (access >> 5) & 3;
+            assert_eq!(dpl, if v == 3 { 3 } else { 0 }, "vector {v}: only int3 may be raised from CPL3");
+        }
+    }
+
+    #[test]
+    fn the_tss_gives_the_fault_stack_and_a_bitmap_covering_every_port_to_its_limit() {
+        let t = tss();
+        assert_eq!(u64_at(&t, 4), FAULT_STACK_TOP, "RSP0");
+        assert_eq!(u64_at(&t, 36), FAULT_STACK_TOP, "IST1");
+        let iopb = usize::from(u16::from_le_bytes([t[102], t[103]]));
+        assert_eq!(iopb, TSS_SIZE, "the I/O bitmap starts right after the TSS");
+        // The CPU reads two bitmap bytes per access and refuses any that lies past the limit, so
+        // the bitmap must run to the limit, end in 0xff, and deny all but the guest ports.
+        let limit = TSS_LIMIT as usize;
+        assert_eq!(t[limit], 0xff, "terminator at the limit");
+        let ports = (limit - iopb) * 8;
+        assert_eq!(ports, 256, "the bitmap covers 0..256; every port above is beyond the limit");
+        for p in 0..ports {
+            let denied = t[iopb + p / 8] & (1 << (p % 8)) != 0;
+            assert_eq!(denied, !port::GUEST_PORTS.contains(&(p as u16)), "port {p:#x}");
+        }
+        assert!(t[limit + 1..].iter().all(|&b| b == 0), "nothing past the limit matters, and nothing is there");
+    }
+
+    #[test]
+    fn stubs_report_their_vector_on_the_exception_port_and_halt() {
+        let s = stubs();
+        for v in 0..IDT_ENTRIES as usize {
+            let stub = &s[v * STUB_SIZE as usize..][..STUB_SIZE as usize];
+            assert_eq!(stub, &[0xb0, v as u8, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd, 0x90], "vector {v}");
+        }
         const { assert!(IDT_ENTRIES * STUB_SIZE <= PAGE_SIZE) };
-        const { assert!(port::EXCEPTION < 256) };
+    }
+
+    /// The page-table entry that maps `addr`, walking the four levels as the CPU does, with the
+    /// permissions every level grants (U/S and R/W are the AND of all levels, NX the OR).
+    fn walk(tables: &[(u64, Vec<u8>)], addr: u64) -> Option<(u64, bool, bool, bool)> {
+        let read = |table: u64, index: u64| -> u64 {
+            let (base, bytes) = tables
+                .iter()
+                .find(|(base, bytes)| table >= *base && table < *base + bytes.len() as u64)
+                .unwrap_or_else(|| panic!("table {table:#x} is not one the host built"));
+            u64_at(bytes, (table - base + index * 8) as usize)
+        };
+        let mut table = PML4_ADDR;
+        let (mut user, mut write, mut nx) = (true, true, false);
+        for level in (0..4).rev() {
+            let e = read(table, (addr >> (12 + 9 * level)) & 0x1ff);
+            if e & PTE_PRESENT == 0 {
+                return None;
+            }
+            user &= e & PTE_USER != 0;
+            write &= e & PTE_WRITE != 0;
+            nx |= e & PTE_NX != 0;
+            assert_eq!(e & (1 << 7), 0, "no large pages");
+            table = e & 0x000f_ffff_ffff_f000;
+        }
+        Some((table, user, write, nx))
+    }
+
+    #[test]
+    fn page_tables_grant_each_region_exactly_its_permissions() {
+        let elf = test_elf::RawElf::exec(&[0x0f, 0x0b])
+            .segment(test_elf::Segment::load(test_elf::PF_R | test_elf::PF_W, IMAGE_BASE + 0x1000, &[1; 16]))
+            .build();
+        let image = GuestImage::from_bytes(&elf).unwrap();
+        let layout = Layout::new(&MemoryConfig::default(), &image).unwrap();
+        let tables = page_tables(&layout, &page_map(&layout, &image));
+        let expect = |addr: u64, user: bool, write: bool, exec: bool| {
+            let (frame, u, w, nx) = walk(&tables, addr).unwrap_or_else(|| panic!("{addr:#x} not mapped"));
+            assert_eq!(frame, addr & !(PAGE_SIZE - 1), "{addr:#x} identity-mapped");
+            assert_eq!((u, w, !nx), (user, write, exec), "{addr:#x}: (user, write, exec)");
+        };
+        let unmapped = |addr: u64| assert!(walk(&tables, addr).is_none(), "{addr:#x} must not be mapped");
+        // Host-owned: the page tables themselves unmapped, the rest supervisor-only.
+        unmapped(0);
+        for t in [PML4_ADDR, PDPT_ADDR, PD_ADDR, PT_ADDR] {
+            unmapped(t);
+        }
+        expect(GDT_ADDR, false, false, false);
+        expect(IDT_ADDR, false, false, false);
+        expect(TSS_ADDR, false, false, false);
+        expect(STUBS_ADDR, false, false, true);
+        expect(FAULT_STACK_ADDR, false, true, false);
+        expect(FAULT_STACK_TOP - PAGE_SIZE, false, true, false);
+        // The guest's own.
+        expect(BOOT_INFO_ADDR, true, false, false);
+        expect(IMAGE_BASE, true, false, true);
+        expect(IMAGE_BASE + 0x1000, true, true, false);
+        expect(layout.input_addr, true, true, false);
+        expect(layout.output_addr + layout.output_size - 1, true, true, false);
+        expect(layout.heap_addr, true, true, false);
+        expect(layout.heap_addr + layout.heap_size - 1, true, true, false);
+        unmapped(layout.guard_addr);
+        expect(layout.stack_addr, true, true, false);
+        expect(layout.memory_size - 1, true, true, false);
+        unmapped(layout.memory_size);
+        // No page anywhere is both writable and executable for the guest.
+        for page in (0..layout.memory_size).step_by(PAGE_SIZE as usize) {
+            if let Some((_, user, write, nx)) = walk(&tables, page) {
+                assert!(!write || nx, "{page:#x} is writable and executable (user {user})");
+            }
+        }
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub(crate) struct Core {
     at_return: bool,
     /// What the current or last call did.
     stats: CallStats,
+    /// Testing only: the next restore fails (see `Sandbox::inject_restore_failure`).
+    fail_next_restore: bool,
 }
 
 impl std::fmt::Debug for Core {
@@ -119,6 +121,7 @@ impl UninitSandbox {
                 base: 0,
                 at_return: false,
                 stats: CallStats::default(),
+                fail_next_restore: false,
             },
         })
     }
@@ -166,7 +169,7 @@ fn parse_exports(body: &[u8]) -> Result<Exports, Error> {
     let parsed = wire::read_exports(body, |e| {
         let index = u32::try_from(list.len()).map_err(|_| String::from("too many exports"))?;
         // Names reach terminals and logs: refuse control characters outright.
-        if e.name.is_empty() || e.name.chars().any(char::is_control) {
+        if e.name.is_empty() || e.name.chars().any(crate::error::unprintable) {
             return Err(format!(
                 "export name {:?} is empty or holds control characters",
                 crate::error::sanitize(e.name.as_bytes())
@@ -283,6 +286,14 @@ impl Sandbox {
     /// The image this sandbox runs.
     pub fn image(&self) -> &GuestImage {
         &self.core.image
+    }
+
+    /// Testing only: makes the next restore fail as a KVM failure mid-way would (`EIO`), leaving
+    /// the sandbox poisoned. No restore failure can otherwise be provoked through the public API,
+    /// and the pool's promise never to lend a sandbox whose restore failed needs a test.
+    #[doc(hidden)]
+    pub fn inject_restore_failure(&mut self) {
+        self.core.fail_next_restore = true;
     }
 }
 

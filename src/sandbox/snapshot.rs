@@ -247,6 +247,12 @@ impl Core {
     }
 
     fn restore_inner(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        if std::mem::take(&mut self.fail_next_restore) {
+            return Err(Error::Kvm {
+                op: "restore (failure injected for testing)",
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
         let dirty = self.sync_dirty()?;
         // Memory equals `base` apart from the pages dirtied since. Any other snapshot (one taken
         // later, or in another sandbox) can differ wherever either side may be non-zero: every

@@ -72,6 +72,7 @@ impl Template {
             base: self.snapshot.id(),
             at_return: false,
             stats: CallStats::default(),
+            fail_next_restore: false,
         };
         Ok(Sandbox { core, exports: Arc::clone(&self.exports), initial: self.snapshot.clone() })
     }
