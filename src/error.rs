@@ -1,80 +1,53 @@
-//! The public error type and the guest-fault description.
+//! The public error type, its stable classification, and the guest-fault description.
 
-use crate::func::host::BoxError;
 use crate::func::Signature;
 use crate::image::ImageError;
+use crate::mem::layout::LayoutError;
+use crate::vmm::VmmError;
+use glint_abi::wire::DecodeError;
+use glint_abi::ValueType;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// An error a host function returned, kept for the caller (shared, so [`Error`] can be cloned).
+pub type HostError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in glint, in the caller's terms.
 ///
+/// Each layer below has its own error, wrapped here as the source of one variant
+/// ([`ImageError`], [`LayoutError`], [`VmmError`], [`ProtocolError`], [`ConfigError`]); a
+/// variant's message never repeats its source's, so print the chain (`{:#}`-style, or walk
+/// [`std::error::Error::source`]). [`Error::kind`] classifies every error into a small stable set.
 /// Errors marked *poisons* leave the sandbox refusing further calls with [`Error::Poisoned`]:
 /// the guest stopped somewhere in the middle and its state cannot be trusted.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The guest image was refused before anything was mapped.
     #[error("guest image refused")]
     Image(#[from] ImageError),
-    /// A configuration value is out of range.
-    #[error("invalid {what}: {detail}")]
-    InvalidConfig {
-        /// Which setting.
-        what: &'static str,
-        /// Why it is refused.
-        detail: String,
-    },
-    /// `/dev/kvm` could not be opened.
-    #[error("KVM is not available: glint needs read-write access to /dev/kvm (is the kvm module loaded, and may this user open it?)")]
-    NoHypervisor {
-        /// The error from opening /dev/kvm.
-        #[source]
-        source: std::io::Error,
-    },
-    /// KVM lacks a capability glint needs.
-    #[error("KVM lacks {capability}, which glint needs; a newer host kernel is required")]
-    MissingCapability {
-        /// The capability's name.
-        capability: &'static str,
-    },
-    /// A KVM ioctl failed.
-    #[error("{op} failed{}", errno_hint(source))]
-    Kvm {
-        /// The ioctl.
-        op: &'static str,
-        /// The OS error (EMFILE, ENOMEM, ... say which limit was hit).
-        #[source]
-        source: std::io::Error,
-    },
-    /// Guest memory could not be allocated.
-    #[error("cannot allocate guest memory: {detail}")]
-    OutOfMemory {
-        /// What the allocator said.
-        detail: String,
-    },
-    /// Host access to guest memory failed (a bug in glint: addresses are host-computed).
-    #[error("guest memory access at {addr:#x} failed: {detail}")]
-    GuestMemory {
-        /// Guest address.
-        addr: u64,
-        /// What failed.
-        detail: String,
-    },
+    /// The memory sizes do not make a layout.
+    #[error("invalid memory configuration")]
+    Layout(#[from] LayoutError),
+    /// Another setting is out of range.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// KVM or the operating system failed underneath the sandbox (poisons).
+    #[error("the hypervisor failed")]
+    Vmm(#[from] VmmError),
     /// The guest panicked (poisons).
     #[error("guest panicked: {message}")]
     GuestPanic {
-        /// The panic message, as the guest reported it (sanitised, capped).
+        /// The panic message: guest-supplied text (sanitised, capped).
         message: String,
     },
     /// The guest raised a CPU exception (poisons).
     #[error("guest {0}")]
     GuestFault(GuestFault),
     /// The guest ended in a state glint cannot report in detail, e.g. a triple fault (poisons).
-    #[error("guest crashed: {reason}")]
-    GuestCrashed {
-        /// What KVM reported.
-        reason: String,
-    },
+    #[error("guest crashed: {0}")]
+    GuestCrashed(Crash),
     /// The guest accessed guest-physical memory that is not RAM (poisons).
     #[error("guest {} unmapped guest-physical address {addr:#x}", if *write { "wrote to" } else { "read from" })]
     MemoryViolation {
@@ -84,11 +57,8 @@ pub enum Error {
         write: bool,
     },
     /// The guest broke the ABI: malformed message, wrong port width, wrong result type (poisons).
-    #[error("guest broke the glint ABI: {detail}")]
-    Protocol {
-        /// What was wrong.
-        detail: String,
-    },
+    #[error("guest broke the glint ABI")]
+    Protocol(#[from] ProtocolError),
     /// The guest exports no function of that name.
     #[error("guest exports no function named `{name}`")]
     NoSuchFunction {
@@ -120,48 +90,52 @@ pub enum Error {
     GuestFunction {
         /// Function name.
         name: String,
-        /// The guest's message.
+        /// The function's error message: guest-supplied text (sanitised, capped).
         message: String,
     },
-    /// A host function returned an error and the guest call failed after it.
+    /// A host function returned an error, the guest passed it on, and its call failed.
     #[error("host function `{name}` failed")]
     HostFunction {
         /// Host function name.
         name: String,
         /// The host function's own error.
         #[source]
-        source: BoxError,
+        source: HostError,
     },
-    /// The guest called a host function that is not registered, and the guest call failed after it.
+    /// The guest called a host function that is not registered, and its call failed after it.
     #[error("guest called unregistered host function `{name}`")]
     NoSuchHostFunction {
         /// The name the guest asked for.
         name: String,
     },
+    /// The guest declares imports this sandbox does not provide, or provides with other types;
+    /// found at initialisation, before any call.
+    #[error("{0}")]
+    Imports(ImportErrors),
     /// A host function panicked; the guest was not resumed (poisons).
-    #[error("host function `{name}` panicked: {message}")]
+    #[error("host function `{name}` panicked: {panic}")]
     HostFunctionPanicked {
         /// Host function name.
         name: String,
-        /// The panic message.
-        message: String,
+        /// What it panicked with.
+        panic: PanicPayload,
     },
     /// An embedder callback other than a host function (the log hook) panicked; the guest was not
     /// resumed (poisons).
-    #[error("the {callback} callback panicked: {message}")]
+    #[error("the {callback} callback panicked: {panic}")]
     CallbackPanicked {
         /// Which callback.
         callback: &'static str,
-        /// The panic message.
-        message: String,
+        /// What it panicked with.
+        panic: PanicPayload,
     },
     /// The guest exceeded a per-call limit (poisons).
-    #[error("guest exceeded the limit of {limit} {what}")]
+    #[error("guest exceeded the limit of {value} {limit}")]
     LimitExceeded {
         /// Which limit.
-        what: &'static str,
+        limit: Limit,
         /// Its value.
-        limit: u64,
+        value: u64,
     },
     /// The call ran past its deadline and was stopped (poisons).
     #[error("guest call timed out after {0:?}")]
@@ -170,24 +144,23 @@ pub enum Error {
     #[error("guest call was cancelled")]
     Cancelled,
     /// The snapshot cannot be restored into this sandbox.
-    #[error("snapshot does not fit this sandbox: {reason}")]
-    SnapshotMismatch {
-        /// Why.
-        reason: String,
-    },
+    #[error("snapshot does not fit this sandbox: it was taken from a sandbox of {0}")]
+    SnapshotMismatch(SnapshotMismatch),
     /// A [`SandboxPool`](crate::SandboxPool) had no sandbox to lend.
-    #[error("sandbox pool of {max} has none ready: {detail}")]
+    #[error("sandbox pool of {max} has none to lend")]
     PoolExhausted {
         /// The pool's size.
         max: usize,
-        /// Why: all lent out, or the last creation error.
-        detail: String,
+        /// Why.
+        #[source]
+        why: PoolEmpty,
     },
     /// An earlier call failed mid-way; the sandbox refuses calls until restored.
-    #[error("sandbox is poisoned by an earlier failure ({cause}); restore a snapshot or create a new sandbox")]
+    #[error("sandbox is poisoned by an earlier failure; restore a snapshot or create a new sandbox")]
     Poisoned {
         /// The failure that poisoned it.
-        cause: String,
+        #[source]
+        cause: Box<Error>,
     },
 }
 
@@ -197,16 +170,16 @@ pub enum Error {
 ///
 /// | kind | what happened | `glint serve` answers |
 /// | --- | --- | --- |
-/// | `GuestFault` | the guest raised a CPU exception, touched memory it has not, or crashed | 500 |
+/// | `GuestFault` | the guest raised a CPU exception, touched memory it has not, broke the ABI, or crashed | 500 |
 /// | `GuestError` | the guest panicked, or its function returned an error of its own | 500 |
 /// | `Timeout` | the call ran past its deadline | 504 |
 /// | `Killed` | the call was stopped through an [`InterruptHandle`](crate::InterruptHandle) | 503 |
 /// | `ResourceLimit` | a limit was hit: host calls, memory, file descriptors, pool exhausted | 503 |
-/// | `ImageRefused` | the guest image (or a snapshot of it) was refused | 500 at start |
-/// | `BadRequest` | the caller asked wrongly: unknown function, wrong signature, arguments too large | 400 / 404 |
-/// | `HostFunction` | a host function failed (or is missing) and the guest call failed after it | 502 |
+/// | `ImageRefused` | the guest image (or a snapshot of it) was refused, or its imports are not provided | 500 at start |
+/// | `BadRequest` | the caller asked wrongly: unknown function, wrong signature, arguments too large, a poisoned sandbox, an invalid setting | 400 / 404 |
+/// | `HostFunction` | a host function failed, panicked or is missing, and the guest call failed after it | 502 |
 /// | `HostUnavailable` | this host cannot run sandboxes: no KVM, a missing capability | 503 |
-/// | `Internal` | a glint bug or an unexpected OS failure | 500 |
+/// | `Internal` | a glint bug, an unexpected OS failure, or an embedder callback that panicked | 500 |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -257,26 +230,23 @@ impl fmt::Display for ErrorKind {
 }
 
 impl Error {
-    /// The stable classification of this error (see [`ErrorKind`]). Exhaustive on purpose.
+    /// The stable classification of this error (see [`ErrorKind`]). Exhaustive on purpose: a new
+    /// variant must decide.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::GuestFault(_)
-            | Error::GuestCrashed { .. }
-            | Error::MemoryViolation { .. }
-            | Error::Protocol { .. } => ErrorKind::GuestFault,
+            Error::GuestFault(_) | Error::GuestCrashed(_) | Error::MemoryViolation { .. } | Error::Protocol(_) => {
+                ErrorKind::GuestFault
+            }
             Error::GuestPanic { .. } | Error::GuestFunction { .. } => ErrorKind::GuestError,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Cancelled => ErrorKind::Killed,
-            Error::LimitExceeded { .. } | Error::OutOfMemory { .. } | Error::PoolExhausted { .. } => {
-                ErrorKind::ResourceLimit
-            }
-            Error::Kvm { source, .. }
-                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) =>
-            {
-                ErrorKind::ResourceLimit
-            }
-            Error::Image(_) | Error::SnapshotMismatch { .. } => ErrorKind::ImageRefused,
-            Error::InvalidConfig { .. }
+            Error::LimitExceeded { .. } | Error::PoolExhausted { .. } => ErrorKind::ResourceLimit,
+            Error::Vmm(e) if e.is_resource_limit() => ErrorKind::ResourceLimit,
+            Error::Vmm(VmmError::NoKvm { .. } | VmmError::MissingCapability { .. }) => ErrorKind::HostUnavailable,
+            Error::Vmm(_) | Error::CallbackPanicked { .. } => ErrorKind::Internal,
+            Error::Image(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => ErrorKind::ImageRefused,
+            Error::Layout(_)
+            | Error::Config(_)
             | Error::NoSuchFunction { .. }
             | Error::SignatureMismatch { .. }
             | Error::ArgumentsTooLarge { .. }
@@ -284,8 +254,6 @@ impl Error {
             Error::HostFunction { .. } | Error::NoSuchHostFunction { .. } | Error::HostFunctionPanicked { .. } => {
                 ErrorKind::HostFunction
             }
-            Error::NoHypervisor { .. } | Error::MissingCapability { .. } => ErrorKind::HostUnavailable,
-            Error::Kvm { .. } | Error::GuestMemory { .. } | Error::CallbackPanicked { .. } => ErrorKind::Internal,
         }
     }
 
@@ -295,43 +263,326 @@ impl Error {
         match self {
             Error::GuestPanic { .. }
             | Error::GuestFault(_)
-            | Error::GuestCrashed { .. }
+            | Error::GuestCrashed(_)
             | Error::MemoryViolation { .. }
-            | Error::Protocol { .. }
+            | Error::Protocol(_)
             | Error::HostFunctionPanicked { .. }
             | Error::CallbackPanicked { .. }
             | Error::Timeout(_)
             | Error::LimitExceeded { .. }
             | Error::Cancelled
-            | Error::Kvm { .. }
-            | Error::GuestMemory { .. } => true,
+            | Error::Vmm(_) => true,
             Error::Image(_)
-            | Error::InvalidConfig { .. }
-            | Error::NoHypervisor { .. }
-            | Error::MissingCapability { .. }
-            | Error::OutOfMemory { .. }
+            | Error::Layout(_)
+            | Error::Config(_)
             | Error::NoSuchFunction { .. }
             | Error::SignatureMismatch { .. }
             | Error::ArgumentsTooLarge { .. }
             | Error::GuestFunction { .. }
             | Error::HostFunction { .. }
             | Error::NoSuchHostFunction { .. }
-            | Error::SnapshotMismatch { .. }
+            | Error::Imports(_)
+            | Error::SnapshotMismatch(_)
             | Error::PoolExhausted { .. }
             | Error::Poisoned { .. } => false,
         }
     }
 }
 
-/// A hint for the OS errors that creating many sandboxes runs into.
-fn errno_hint(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
-            " (out of file descriptors: each sandbox holds two; raise the limit with `ulimit -n`)"
+/// What a caught panic carried: its message when it was text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanicPayload(String);
+
+impl PanicPayload {
+    pub(crate) fn of(panic: &(dyn std::any::Any + Send)) -> PanicPayload {
+        PanicPayload(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into()),
+        )
+    }
+
+    /// Stands for a panic that unwound through a call: a sandbox is poisoned with it while a
+    /// call runs, and stays so if one does.
+    pub(crate) fn unwound() -> PanicPayload {
+        PanicPayload("a panic unwound out of a call on this sandbox".into())
+    }
+
+    /// The panic's message.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A setting outside what glint accepts (memory sizes are [`LayoutError`]s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A pool must have room for at least one sandbox.
+    #[error("a sandbox pool needs room for at least one sandbox (max_sandboxes is 0)")]
+    EmptyPool,
+    /// The interrupt signal must be a real-time signal.
+    #[error("SIGRTMIN+{offset} is not a real-time signal")]
+    SignalOutOfRange {
+        /// The offset asked for.
+        offset: i32,
+    },
+    /// The interrupt signal is fixed once the first sandbox exists.
+    #[error("the interrupt signal is already SIGRTMIN+{current}; choose it before creating a sandbox")]
+    SignalAlreadyChosen {
+        /// The signal in use.
+        current: i32,
+    },
+    /// The embedder already handles the interrupt signal.
+    #[error(
+        "SIGRTMIN+{offset} already has a handler in this process; pick a free one with \
+         glint::set_interrupt_signal_offset before creating sandboxes"
+    )]
+    SignalInUse {
+        /// The signal's offset from SIGRTMIN.
+        offset: i32,
+    },
+}
+
+/// Which message of the boundary a [`ProtocolError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// The function table (exports and imports) at the end of initialisation.
+    FunctionTable,
+    /// A call's result.
+    CallResult,
+    /// A host-call request.
+    HostCall,
+    /// A log message.
+    Log,
+    /// An abort message.
+    Abort,
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Message::FunctionTable => "function table",
+            Message::CallResult => "call result",
+            Message::HostCall => "host call",
+            Message::Log => "log message",
+            Message::Abort => "abort message",
+        })
+    }
+}
+
+/// How a guest broke the ABI (docs/ABI.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An access to a glint port wider than one byte.
+    #[error("{size}-byte write to port {port:#x}; glint ports take 1 byte")]
+    PortWidth {
+        /// The port.
+        port: u16,
+        /// Bytes written.
+        size: usize,
+    },
+    /// A write to a port that is not one of the guest's (the I/O bitmap should make this a fault).
+    #[error("write to port {port:#x}, which is not a glint port")]
+    UnknownPort {
+        /// The port.
+        port: u16,
+    },
+    /// A read from a port: never served.
+    #[error("read from port {port:#x}")]
+    PortRead {
+        /// The port.
+        port: u16,
+    },
+    /// A message in the output buffer did not decode.
+    #[error("malformed {message}")]
+    Malformed {
+        /// Which message.
+        message: Message,
+        /// The decoder's error.
+        #[source]
+        source: DecodeError,
+    },
+    /// A call returned another type than the function declares.
+    #[error("`{function}` returned {actual}, but declares {declared}")]
+    WrongResultType {
+        /// The function.
+        function: String,
+        /// The declared result type.
+        declared: ValueType,
+        /// The type of the value returned.
+        actual: ValueType,
+    },
+    /// A function of the table has an empty name or one with unprintable characters.
+    #[error("function name {name:?} in the function table is empty or holds control characters")]
+    BadName {
+        /// The name, sanitised.
+        name: String,
+    },
+    /// A name appears twice among the exports or among the imports.
+    #[error("function `{name}` is declared twice in the function table")]
+    Duplicate {
+        /// The name.
+        name: String,
+    },
+    /// A call ended with an error code the ABI does not define, or one a guest may not send.
+    #[error("guest ended `{function}` with error code {code}, which it may not send")]
+    UnexpectedCode {
+        /// The function.
+        function: String,
+        /// The code.
+        code: u32,
+    },
+}
+
+/// Why a snapshot does not fit a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotMismatch {
+    /// Taken from a sandbox of another image.
+    OtherImage,
+    /// Taken from a sandbox with another memory layout.
+    OtherLayout,
+}
+
+impl fmt::Display for SnapshotMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SnapshotMismatch::OtherImage => "another image",
+            SnapshotMismatch::OtherLayout => "another memory layout",
+        })
+    }
+}
+
+/// Why a pool had nothing to lend.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolEmpty {
+    /// Every sandbox is lent out.
+    #[error("all {lent} are lent out")]
+    AllLent {
+        /// How many.
+        lent: usize,
+    },
+    /// Creating a sandbox failed.
+    #[error("creating a sandbox failed")]
+    CreationFailed(#[source] Box<Error>),
+    /// None became ready within the wait.
+    #[error("{lent} lent out, {creating} being created, {restoring} being restored; none ready in time")]
+    NoneReadyInTime {
+        /// Lent out.
+        lent: usize,
+        /// Being created.
+        creating: usize,
+        /// Being restored.
+        restoring: usize,
+    },
+    /// The pool is being dropped.
+    #[error("the pool is shutting down")]
+    ShuttingDown,
+}
+
+/// A per-call limit (see [`Limits`](crate::Limits)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Host calls one guest call may make.
+    HostCalls,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::HostCalls => "host calls per guest call",
+        })
+    }
+}
+
+/// How the guest ended when it could not be described as a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Crash {
+    /// The vCPU executed `hlt` (only the exception stubs can).
+    Halted,
+    /// A triple fault: the exception handlers themselves faulted.
+    TripleFault,
+    /// KVM could not emulate the guest.
+    EmulationFailed,
+    /// The vCPU could not be entered; the hardware's reason code.
+    EntryFailed(u64),
+    /// An exit glint does not expect, by its KVM name.
+    UnexpectedExit(&'static str),
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Crash::Halted => f.write_str("the vCPU halted"),
+            Crash::TripleFault => f.write_str("triple fault (the exception handlers themselves faulted)"),
+            Crash::EmulationFailed => f.write_str("KVM internal error (the guest could not be emulated)"),
+            Crash::EntryFailed(code) => write!(f, "the vCPU could not be entered (reason {code:#x})"),
+            Crash::UnexpectedExit(name) => write!(f, "unexpected exit {name}"),
         }
-        Some(libc::ENOMEM) => " (out of memory: fewer or smaller sandboxes, or more memory)",
-        Some(libc::EAGAIN) => " (KVM refused for now; retry later)",
-        _ => "",
+    }
+}
+
+/// One import the guest declares that the sandbox does not provide as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// No host function of that name is registered.
+    Missing {
+        /// The import's name.
+        name: String,
+        /// Its declared signature.
+        signature: Signature,
+    },
+    /// A host function of that name is registered with another signature.
+    Mismatched {
+        /// The import's name.
+        name: String,
+        /// What the guest declares.
+        declared: Signature,
+        /// What the host function takes and returns.
+        provided: Signature,
+    },
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportError::Missing { name, signature } => write!(f, "`{name}{signature}` is not provided"),
+            ImportError::Mismatched { name, declared, provided } => {
+                write!(f, "`{name}` is declared {declared} but the host function is {provided}")
+            }
+        }
+    }
+}
+
+/// Every import of a guest that the sandbox does not provide as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportErrors(pub Vec<ImportError>);
+
+impl fmt::Display for ImportErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the guest imports {} host function(s) this sandbox does not provide as declared: ", self.0.len())?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
     }
 }
 

@@ -36,19 +36,23 @@
 mod debug;
 mod error;
 mod func;
-pub mod image;
+mod image;
 mod mem;
 mod sandbox;
 mod vmm;
 
-pub use error::{Error, ErrorKind, FaultKind, GuestFault};
-pub use func::host::BoxError;
-pub use func::{GuestParams, GuestValue, HostFunction, HostResult, Signature, TypedFn};
+pub use error::{
+    ConfigError, Crash, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors, Limit, Message,
+    PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
+};
+pub use func::{BoxError, Caller, HostFunction, HostParam, HostResult, Signature, TypedFn};
+pub use glint_abi::convert::{DecodeParams, EncodeParams, FromWire, ParamTypes, ToWire, WireType};
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
 pub use image::{GuestImage, ImageError};
-pub use mem::MemoryConfig;
+pub use mem::layout::LayoutError;
 pub use sandbox::{
-    CallStats, Export, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder, SandboxPool,
-    Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
+    CallStats, Export, Import, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder,
+    SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
 };
 pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};
+pub use vmm::{Doing, VmmError};

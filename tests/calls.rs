@@ -162,7 +162,7 @@ fn a_panicking_host_function_ends_the_call_and_poisons() {
     let probe = sb.typed_fn::<(String,), String>("host_probe").unwrap();
     let err = probe.call(&mut sb, ("boom".into(),)).unwrap_err();
     assert!(
-        matches!(&err, Error::HostFunctionPanicked { name, message } if name == "boom" && message.contains("on purpose")),
+        matches!(&err, Error::HostFunctionPanicked { name, panic } if name == "boom" && panic.as_str().contains("on purpose")),
         "{err}"
     );
     assert!(sb.is_poisoned());
@@ -237,9 +237,9 @@ fn a_panicking_log_hook_ends_the_call_typed_and_poisons() {
     sb.call("set_state", &[Value::U64(41)]).unwrap();
     let log = sb.typed_fn::<(u32,), u32>("log_lines").unwrap();
     match log.call(&mut sb, (3,)) {
-        Err(Error::CallbackPanicked { callback, message }) => {
+        Err(Error::CallbackPanicked { callback, panic }) => {
             assert_eq!(callback, "on_log");
-            assert_eq!(message, "log hook panicked on purpose");
+            assert_eq!(panic.as_str(), "log hook panicked on purpose");
         }
         other => panic!("expected CallbackPanicked, got {other:?}"),
     }
@@ -315,4 +315,72 @@ fn host_functions_see_a_kill_or_deadline_through_call_cancelled() {
     killer.join().unwrap();
     sb.reset().unwrap();
     assert_eq!(probe.call(&mut sb, ("hello".into(),)).unwrap(), "ok:hi from the host");
+}
+
+/// Per-sandbox host state: what the host functions of one sandbox have seen.
+#[derive(Debug, Default)]
+struct Tenant {
+    calls: u32,
+    names: Vec<String>,
+}
+
+#[test]
+fn host_functions_reach_their_sandboxs_own_data_through_the_caller() {
+    require_kvm!();
+    let builder = glint::SandboxBuilder::<Tenant>::with_data()
+        .host_fn("hello", |mut caller: glint::Caller<'_, Tenant>| -> String {
+            caller.data_mut().calls += 1;
+            format!("call {}", caller.data().calls)
+        })
+        .host_fn("add", |mut caller: glint::Caller<'_, Tenant>, a: i32, b: i32| {
+            caller.data_mut().names.push(format!("{a}+{b}"));
+            a + b
+        })
+        // A plain closure keeps working next to them.
+        .host_fn("greeting", |name: String| name);
+    let mut a = builder.build(&testguest()).unwrap().init().unwrap();
+    let mut b = builder.build_with(&testguest(), Tenant { calls: 100, names: vec![] }).unwrap().init().unwrap();
+    let probe = a.typed_fn::<(String,), String>("host_probe").unwrap();
+    assert_eq!(probe.call(&mut a, ("hello".into(),)).unwrap(), "ok:call 1");
+    assert_eq!(probe.call(&mut a, ("hello".into(),)).unwrap(), "ok:call 2");
+    assert_eq!(probe.call(&mut b, ("hello".into(),)).unwrap(), "ok:call 101", "each sandbox has its own data");
+    assert_eq!(a.call("host_add", &[Value::I32(2), Value::I32(3)]).unwrap(), Value::I32(5));
+    assert_eq!((a.data().calls, a.data().names.clone()), (2, vec!["2+3".to_owned()]));
+    assert_eq!(b.data().calls, 101);
+    // The data is the host's, not the guest's: a restore leaves it alone.
+    a.reset().unwrap();
+    assert_eq!(a.data().calls, 2);
+    a.data_mut().calls = 0;
+    assert_eq!(probe.call(&mut a, ("hello".into(),)).unwrap(), "ok:call 1");
+}
+
+#[test]
+fn a_pool_gives_every_checkout_fresh_data() {
+    require_kvm!();
+    let builder = glint::SandboxBuilder::<Tenant>::with_data()
+        .host_fn("hello", |mut caller: glint::Caller<'_, Tenant>| -> String {
+            caller.data_mut().calls += 1;
+            format!("call {}", caller.data().calls)
+        })
+        .host_fn("add", |a: i32, b: i32| a + b);
+    let config = glint::PoolConfig { max_sandboxes: 1, ready_target: 1, ..Default::default() };
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = made.clone();
+    let pool = glint::SandboxPool::with_data(&builder, &testguest(), config, move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Tenant::default()
+    })
+    .unwrap();
+    let probe = pool.typed_fn::<(String,), String>("host_probe").unwrap();
+    for round in 0..3 {
+        let mut sb = pool.take().unwrap();
+        assert_eq!(sb.data().calls, 0, "round {round}: the data starts fresh");
+        assert_eq!(probe.call(&mut sb, ("hello".into(),)).unwrap(), "ok:call 1", "round {round}");
+        assert_eq!(probe.call(&mut sb, ("hello".into(),)).unwrap(), "ok:call 2");
+    }
+    assert_eq!(pool.stats().created, 1, "one VM served every checkout");
+    assert!(
+        made.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "data made for the template, the VM and each give-back"
+    );
 }

@@ -9,8 +9,9 @@ mod common;
 
 use common::elf::RawElf;
 use common::{test_builder, test_sandbox, testguest};
-use glint::{Error, FaultKind, GuestFault, GuestImage, Sandbox, SandboxBuilder};
+use glint::{Error, FaultKind, GuestFault, GuestImage, Message, ProtocolError, Sandbox, SandboxBuilder};
 use glint_abi::layout::IMAGE_BASE;
+use glint_abi::wire::DecodeError;
 use std::time::Duration;
 
 /// Asserts the sandbox is poisoned and that a fresh sandbox beside it still works.
@@ -217,9 +218,12 @@ fn raw_guest_cannot_install_its_own_tables_or_touch_privileged_state() {
 fn raw_guest_reading_a_glint_port_or_writing_it_wide_breaks_the_abi() {
     require_kvm!();
     // in al, 0xe0: the port is open for writes, but a read is never served.
-    assert!(matches!(init_raw(&[0xe4, 0xe0]), Err(Error::Protocol { .. })));
+    assert!(matches!(init_raw(&[0xe4, 0xe0]), Err(Error::Protocol(ProtocolError::PortRead { port: 0xe0 }))));
     // mov dx, 0xe0; out dx, ax: two bytes to the RETURN port.
-    assert!(matches!(init_raw(&[0x66, 0xba, 0xe0, 0x00, 0x66, 0xef]), Err(Error::Protocol { .. })));
+    assert!(matches!(
+        init_raw(&[0x66, 0xba, 0xe0, 0x00, 0x66, 0xef]),
+        Err(Error::Protocol(ProtocolError::PortWidth { port: 0xe0, size: 2 }))
+    ));
 }
 
 #[test]
@@ -235,7 +239,9 @@ fn raw_guest_returning_garbage_exports_is_refused() {
     // mov rax, [rdi + 40] (output_addr); mov dword [rax], 0xffffffff; out 0xe0, al
     let code = [0x48, 0x8b, 0x47, 0x28, 0xc7, 0x00, 0xff, 0xff, 0xff, 0xff, 0xe6, 0xe0];
     match init_raw(&code) {
-        Err(Error::Protocol { detail }) => assert!(detail.contains("frame"), "{detail}"),
+        Err(Error::Protocol(ProtocolError::Malformed { message, source: DecodeError::FrameTooLarge { len, .. } })) => {
+            assert_eq!((message, len), (Message::CallResult, 0xffff_ffff))
+        }
         other => panic!("expected a protocol error, got {other:?}"),
     }
 }

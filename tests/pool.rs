@@ -6,7 +6,7 @@
 mod common;
 
 use common::{test_builder, testguest};
-use glint::{Error, PoolConfig, SandboxPool, Value, WhenEmpty};
+use glint::{ConfigError, Error, PoolConfig, PoolEmpty, SandboxPool, Value, WhenEmpty};
 use std::time::{Duration, Instant};
 
 const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
@@ -80,9 +80,9 @@ fn a_pool_with_no_ready_target_creates_on_demand_and_says_what_is_true() {
     let stats = pool.stats();
     assert_eq!((stats.lent, stats.created), (2, 2), "{stats:?}");
     match pool.take() {
-        Err(Error::PoolExhausted { max, detail }) => {
+        Err(Error::PoolExhausted { max, why }) => {
             assert_eq!(max, 2);
-            assert!(detail.contains("all 2 are lent out"), "{detail}");
+            assert!(matches!(why, PoolEmpty::AllLent { lent: 2 }), "{why:?}");
         }
         other => panic!("expected PoolExhausted, got {other:?}"),
     }
@@ -260,7 +260,10 @@ fn sandboxes_of_one_pool_share_memory_copy_on_write_and_see_only_their_own_write
 fn a_zero_sized_pool_is_refused() {
     require_kvm!();
     let config = PoolConfig { max_sandboxes: 0, ..Default::default() };
-    assert!(matches!(SandboxPool::new(&test_builder(), &testguest(), config), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(
+        SandboxPool::new(&test_builder(), &testguest(), config),
+        Err(Error::Config(ConfigError::EmptyPool))
+    ));
 }
 
 /// Private (unshared) memory of this process, from smaps_rollup.

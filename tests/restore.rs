@@ -6,7 +6,7 @@
 mod common;
 
 use common::{test_builder, test_sandbox, testguest};
-use glint::{Error, FaultKind, PoolConfig, Sandbox, SandboxPool, Value};
+use glint::{Error, FaultKind, PoolConfig, Sandbox, SandboxPool, SnapshotMismatch, Value};
 
 const INITIAL_SECRETS: &str = "0|none|0|0x1f80";
 
@@ -102,9 +102,9 @@ fn snapshots_move_between_sandboxes_of_one_image_and_layout_only() {
     assert_eq!(b.call("get_state", &[]).unwrap(), Value::U64(21));
 
     let mut other_layout = test_builder().memory_mib(32).build(&testguest()).unwrap().init().unwrap();
-    assert!(matches!(other_layout.restore(&snap), Err(Error::SnapshotMismatch { .. })));
+    assert!(matches!(other_layout.restore(&snap), Err(Error::SnapshotMismatch(SnapshotMismatch::OtherLayout))));
     let mut other_image = test_builder().build(&common::hello()).unwrap().init().unwrap();
-    assert!(matches!(other_image.restore(&snap), Err(Error::SnapshotMismatch { .. })));
+    assert!(matches!(other_image.restore(&snap), Err(Error::SnapshotMismatch(SnapshotMismatch::OtherImage))));
     assert!(!other_image.is_poisoned(), "a refused snapshot leaves the sandbox as it was");
     assert_eq!(other_image.call("add", &[Value::I32(1), Value::I32(2)]).unwrap(), Value::I32(3));
 }

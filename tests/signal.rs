@@ -6,7 +6,7 @@
 mod common;
 
 use common::{test_builder, testguest};
-use glint::{Error, Value};
+use glint::{ConfigError, Error, Value};
 use std::time::Duration;
 
 extern "C" fn embedders_handler(_: libc::c_int) {}
@@ -32,13 +32,15 @@ fn an_embedders_signal_is_not_taken_over_and_another_can_be_chosen() {
         assert_eq!(libc::sigaction(theirs, &sa, std::ptr::null_mut()), 0);
     }
     match test_builder().build(&testguest()) {
-        Err(Error::InvalidConfig { what, detail }) => {
-            assert_eq!(what, "interrupt signal");
-            assert!(detail.contains("set_interrupt_signal_offset"), "{detail}");
+        Err(Error::Config(e @ ConfigError::SignalInUse { offset: 2 })) => {
+            assert!(e.to_string().contains("set_interrupt_signal_offset"), "{e}");
         }
         other => panic!("expected the signal to be refused, got {other:?}"),
     }
-    assert!(matches!(glint::set_interrupt_signal_offset(99), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(
+        glint::set_interrupt_signal_offset(99),
+        Err(Error::Config(ConfigError::SignalOutOfRange { offset: 99 }))
+    ));
     glint::set_interrupt_signal_offset(5).unwrap();
 
     let mut sb = test_builder().build(&testguest()).unwrap().init().unwrap();
@@ -47,7 +49,13 @@ fn an_embedders_signal_is_not_taken_over_and_another_can_be_chosen() {
     sb.reset().unwrap();
     assert_eq!(sb.call("rt_i32", &[Value::I32(4)]).unwrap(), Value::I32(4));
 
-    assert!(matches!(glint::set_interrupt_signal_offset(6), Err(Error::InvalidConfig { .. })), "fixed once in use");
+    assert!(
+        matches!(
+            glint::set_interrupt_signal_offset(6),
+            Err(Error::Config(ConfigError::SignalAlreadyChosen { current: 5 }))
+        ),
+        "fixed once in use"
+    );
     assert_eq!(handler_of(theirs), embedders_handler as *const () as usize, "the embedder's handler is untouched");
     assert_ne!(handler_of(libc::SIGRTMIN() + 5), libc::SIG_DFL);
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything the host and a guest must agree on lives here and nowhere else: the guest memory
 //! map ([`layout`]), the I/O ports a guest may use to leave the VM ([`port`]), the byte encoding of
-//! values and messages ([`wire`]), the status and error codes ([`code`]) and the ABI version
+//! values and messages ([`wire`]) and of Rust types ([`convert`]), the status and error codes
+//! ([`code`]) and the ABI version
 //! carried in every guest image ([`note`]). The crate is `no_std`, has no `unsafe` and no
 //! dependencies, so that guests in other languages can be written against `docs/ABI.md`, which
 //! describes the same facts in prose.
@@ -15,6 +16,7 @@
 extern crate alloc;
 
 pub mod code;
+pub mod convert;
 pub mod layout;
 pub mod note;
 pub mod port;
@@ -28,4 +30,4 @@ pub use value::{ValueRef, ValueType};
 /// The version of this ABI. A host accepts exactly the guests whose note carries this number.
 ///
 /// Bump it on any change a built guest could observe: layout, ports, encoding, codes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;

@@ -21,8 +21,3 @@ pub const EXCEPTION: u16 = 0xE4;
 
 /// The ports a CPL3 guest may write.
 pub const GUEST_PORTS: [u16; 4] = [RETURN, HOST_CALL, ABORT, LOG];
-
-/// The access width a guest must use on its ports (`out dx, al`). One byte, because the CPU
-/// checks one permission bit per byte accessed: a wider access to one port would need its
-/// neighbours allowed too.
-pub const GUEST_PORT_WIDTH: usize = 1;

@@ -8,7 +8,7 @@
 //!
 //! | message            | direction    | body                                                        |
 //! |--------------------|--------------|-------------------------------------------------------------|
-//! | exports            | guest → host | u32 count, then per function: name, u8 n, n tags, u8 result tag |
+//! | function table     | guest → host | exports, then imports: each a u32 count, then per function: name, u8 n, n tags, u8 result tag |
 //! | call               | host → guest | u32 function index, u32 argc, argc values                   |
 //! | call result        | guest → host | outcome                                                     |
 //! | host call          | guest → host | name, u32 argc, argc values                                 |
@@ -18,7 +18,7 @@
 //!
 //! An *outcome* is status byte 0 and a value, or status byte 1, a u32 error code and a bytes message.
 
-use crate::code::status;
+use crate::code::Status;
 use crate::value::{ValueRef, ValueType};
 use core::fmt;
 
@@ -28,7 +28,7 @@ pub const LEN_PREFIX: usize = 4;
 pub const MAX_NAME_LEN: usize = 255;
 /// Most parameters a function may take.
 pub const MAX_PARAMS: usize = 16;
-/// Most functions a guest may export.
+/// Most functions a guest may export, and most host functions it may import.
 pub const MAX_EXPORTS: usize = 1024;
 
 /// Why untrusted bytes were refused.
@@ -78,6 +78,8 @@ impl fmt::Display for DecodeError {
         }
     }
 }
+
+impl core::error::Error for DecodeError {}
 
 /// Reads a frame's length prefix and checks the body fits in `capacity` bytes after it.
 pub fn frame_len(prefix: [u8; LEN_PREFIX], capacity: usize) -> Result<usize, DecodeError> {
@@ -294,13 +296,14 @@ pub fn put_host_call_head(sink: &mut impl Sink, name: &str, argc: usize) -> Resu
 
 /// Writes a successful outcome.
 pub fn put_ok(sink: &mut impl Sink, value: ValueRef<'_>) -> Result<(), Full> {
-    sink.put(&[status::OK])?;
+    sink.put(&[Status::Ok.number()])?;
     put_value(sink, value)
 }
 
-/// Writes a failed outcome.
+/// Writes a failed outcome: an error code (a [`crate::code::CallError`] or
+/// [`crate::code::HostCallError`] number) and a message.
 pub fn put_err(sink: &mut impl Sink, code: u32, message: &[u8]) -> Result<(), Full> {
-    sink.put(&[status::ERR])?;
+    sink.put(&[Status::Err.number()])?;
     sink.put(&code.to_le_bytes())?;
     put_bytes(sink, message)
 }
@@ -322,18 +325,18 @@ pub enum Outcome<'a> {
 /// Decodes a call result or host-call response body.
 pub fn read_outcome(body: &[u8]) -> Result<Outcome<'_>, DecodeError> {
     let mut r = Reader::new(body);
-    let outcome = match r.u8()? {
-        status::OK => Outcome::Ok(r.value()?),
-        status::ERR => Outcome::Err { code: r.u32()?, message: r.bytes()? },
-        s => return Err(DecodeError::BadStatus(s)),
+    let outcome = match Status::from_number(r.u8()?) {
+        Some(Status::Ok) => Outcome::Ok(r.value()?),
+        Some(Status::Err) => Outcome::Err { code: r.u32()?, message: r.bytes()? },
+        None => return Err(DecodeError::BadStatus(body.first().copied().unwrap_or_default())),
     };
     r.finish()?;
     Ok(outcome)
 }
 
-/// One exported function as the guest declares it.
+/// One function of the guest's function table: an export, or a host function it imports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExportRef<'a> {
+pub struct FunctionRef<'a> {
     /// Function name.
     pub name: &'a str,
     /// Parameter types, validated tags.
@@ -342,20 +345,30 @@ pub struct ExportRef<'a> {
     pub result: ValueType,
 }
 
-impl ExportRef<'_> {
+impl FunctionRef<'_> {
     /// The parameter types in order.
     pub fn params(&self) -> impl Iterator<Item = ValueType> + '_ {
         self.params.iter().filter_map(|&t| ValueType::from_tag(t))
     }
 }
 
-/// Writes the head of an export table; each function follows via [`put_export`].
-pub fn put_exports_head(sink: &mut impl Sink, count: usize) -> Result<(), Full> {
+/// Whether a table entry is an export or an import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A function the guest exports.
+    Export,
+    /// A host function the guest imports.
+    Import,
+}
+
+/// Writes the count that opens the exports or the imports of a function table; each function
+/// follows via [`put_function`]. A table is the exports' count and entries, then the imports'.
+pub fn put_count(sink: &mut impl Sink, count: usize) -> Result<(), Full> {
     sink.put(&u32::try_from(count).map_err(|_| Full)?.to_le_bytes())
 }
 
-/// Writes one export table entry.
-pub fn put_export(sink: &mut impl Sink, name: &str, params: &[ValueType], result: ValueType) -> Result<(), Full> {
+/// Writes one function table entry.
+pub fn put_function(sink: &mut impl Sink, name: &str, params: &[ValueType], result: ValueType) -> Result<(), Full> {
     put_bytes(sink, name.as_bytes())?;
     sink.put(&[u8::try_from(params.len()).map_err(|_| Full)?])?;
     for p in params {
@@ -364,29 +377,32 @@ pub fn put_export(sink: &mut impl Sink, name: &str, params: &[ValueType], result
     sink.put(&[result.tag()])
 }
 
-/// Decodes an export table, calling `each` for every entry in order.
-pub fn read_exports<'a, E>(
+/// Decodes a function table (the body of the first `RETURN`), calling `each` for every export
+/// and then every import, in order.
+pub fn read_table<'a, E>(
     body: &'a [u8],
-    mut each: impl FnMut(ExportRef<'a>) -> Result<(), E>,
+    mut each: impl FnMut(Direction, FunctionRef<'a>) -> Result<(), E>,
 ) -> Result<Result<(), E>, DecodeError> {
     let mut r = Reader::new(body);
-    let count = r.u32()?;
-    if usize::try_from(count).map_or(true, |c| c > MAX_EXPORTS) {
-        return Err(DecodeError::TooMany(u64::from(count)));
-    }
-    for _ in 0..count {
-        let name = r.name()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_PARAMS {
-            return Err(DecodeError::TooMany(n as u64));
+    for direction in [Direction::Export, Direction::Import] {
+        let count = r.u32()?;
+        if usize::try_from(count).map_or(true, |c| c > MAX_EXPORTS) {
+            return Err(DecodeError::TooMany(u64::from(count)));
         }
-        let params = r.take(n)?;
-        if let Some(&bad) = params.iter().find(|&&t| ValueType::from_tag(t).is_none()) {
-            return Err(DecodeError::UnknownTag(bad));
-        }
-        let result = r.value_type()?;
-        if let Err(e) = each(ExportRef { name, params, result }) {
-            return Ok(Err(e));
+        for _ in 0..count {
+            let name = r.name()?;
+            let n = usize::from(r.u8()?);
+            if n > MAX_PARAMS {
+                return Err(DecodeError::TooMany(n as u64));
+            }
+            let params = r.take(n)?;
+            if let Some(&bad) = params.iter().find(|&&t| ValueType::from_tag(t).is_none()) {
+                return Err(DecodeError::UnknownTag(bad));
+            }
+            let result = r.value_type()?;
+            if let Err(e) = each(direction, FunctionRef { name, params, result }) {
+                return Ok(Err(e));
+            }
         }
     }
     r.finish()?;
@@ -437,6 +453,85 @@ pub fn read_log(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     let message = r.bytes()?;
     r.finish()?;
     Ok((level, message))
+}
+
+/// A `fmt::Write` into a fixed slice that keeps what fits and drops the rest, so text frames are
+/// written without allocating (the guest's log and panic paths) and never overflow their buffer.
+#[derive(Debug)]
+pub struct Truncating<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Truncating<'a> {
+    /// Writes from the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Truncating { buf, len: 0 }
+    }
+
+    /// Bytes written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::fmt::Write for Truncating<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len().saturating_sub(self.len);
+        let mut n = s.len().min(room);
+        // Cut at a character boundary, so the kept text stays UTF-8.
+        while !s.is_char_boundary(n) {
+            n = n.saturating_sub(1);
+        }
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len.saturating_add(n)), s.as_bytes().get(..n))
+        {
+            dst.copy_from_slice(src);
+            self.len = self.len.saturating_add(n);
+        }
+        Ok(())
+    }
+}
+
+/// Writes a frame whose body is `head` and then a bytes field holding `text` formatted, cut to
+/// what fits in `buf`; returns the frame's length. The log and abort messages are such frames.
+fn write_text_frame(buf: &mut [u8], head: &[u8], text: core::fmt::Arguments<'_>) -> Result<usize, Full> {
+    let fixed = LEN_PREFIX.checked_add(head.len()).and_then(|n| n.checked_add(4)).ok_or(Full)?;
+    let (frame_head, rest) = buf.split_at_mut_checked(fixed).ok_or(Full)?;
+    let mut w = Truncating::new(rest);
+    let _ = core::fmt::write(&mut w, text);
+    let n = u32::try_from(w.len()).map_err(|_| Full)?;
+    let body =
+        u32::try_from(head.len()).ok().and_then(|h| h.checked_add(4)).and_then(|h| h.checked_add(n)).ok_or(Full)?;
+    let mut s = SliceSink::new(frame_head);
+    s.put(&body.to_le_bytes())?;
+    s.put(head)?;
+    s.put(&n.to_le_bytes())?;
+    fixed.checked_add(w.len()).ok_or(Full)
+}
+
+/// Writes a log frame (level, message) into `buf` without allocating; a message longer than the
+/// buffer is cut. Returns the frame's length.
+pub fn write_log_frame(
+    buf: &mut [u8],
+    level: crate::code::LogLevel,
+    text: core::fmt::Arguments<'_>,
+) -> Result<usize, Full> {
+    write_text_frame(buf, &[level.number()], text)
+}
+
+/// Writes an abort frame (code, message) into `buf` without allocating; a message longer than the
+/// buffer is cut. Returns the frame's length.
+pub fn write_abort_frame(
+    buf: &mut [u8],
+    code: crate::code::AbortCode,
+    text: core::fmt::Arguments<'_>,
+) -> Result<usize, Full> {
+    write_text_frame(buf, &code.number().to_le_bytes(), text)
 }
 
 /// Writes a frame into `buf`: the body produced by `body`, preceded by its length.
@@ -514,23 +609,48 @@ mod tests {
     }
 
     #[test]
-    fn exports_round_trip() {
+    fn function_tables_round_trip() {
         let mut buf = [0u8; 128];
         let n = write_frame(&mut buf, |s| {
-            put_exports_head(s, 2)?;
-            put_export(s, "add", &[ValueType::I32, ValueType::I32], ValueType::I32)?;
-            put_export(s, "hi", &[], ValueType::String)
+            put_count(s, 2)?;
+            put_function(s, "add", &[ValueType::I32, ValueType::I32], ValueType::I32)?;
+            put_function(s, "hi", &[], ValueType::String)?;
+            put_count(s, 1)?;
+            put_function(s, "greeting", &[ValueType::String], ValueType::String)
         })
         .unwrap();
-        let mut seen = [("", 0usize, ValueType::Unit); 2];
+        let mut seen = [(Direction::Export, "", 0usize, ValueType::Unit); 3];
         let mut i = 0;
-        read_exports::<()>(&buf[4..n], |e| {
-            seen[i] = (e.name, e.params().count(), e.result);
+        read_table::<()>(&buf[4..n], |d, e| {
+            seen[i] = (d, e.name, e.params().count(), e.result);
             i += 1;
             Ok(())
         })
         .unwrap()
         .unwrap();
-        assert_eq!(seen, [("add", 2, ValueType::I32), ("hi", 0, ValueType::String)]);
+        assert_eq!(
+            seen,
+            [
+                (Direction::Export, "add", 2, ValueType::I32),
+                (Direction::Export, "hi", 0, ValueType::String),
+                (Direction::Import, "greeting", 1, ValueType::String)
+            ]
+        );
+    }
+
+    #[test]
+    fn text_frames_are_cut_to_their_buffer_at_a_character_boundary() {
+        // 9 bytes of frame head leave 2 for the text: `h`, and not half of `é`.
+        let mut buf = [0u8; 11];
+        let n = write_log_frame(&mut buf, crate::code::LogLevel::Warn, format_args!("héllo")).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(read_log(&buf[LEN_PREFIX..n]).unwrap(), (2, &b"h"[..]));
+        let mut buf = [0u8; 20];
+        let n = write_log_frame(&mut buf, crate::code::LogLevel::Warn, format_args!("héllo wörld")).unwrap();
+        assert_eq!(read_log(&buf[LEN_PREFIX..n]).unwrap(), (2, "héllo wör".as_bytes()));
+        let mut buf = [0u8; 64];
+        let n = write_abort_frame(&mut buf, crate::code::AbortCode::Panic, format_args!("boom {}", 7)).unwrap();
+        assert_eq!(read_abort(&buf[LEN_PREFIX..n]).unwrap(), (1, &b"boom 7"[..]));
+        assert_eq!(write_log_frame(&mut [0u8; 8], crate::code::LogLevel::Info, format_args!("x")), Err(Full));
     }
 }

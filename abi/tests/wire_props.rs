@@ -62,7 +62,8 @@ enum Message {
         level: u8,
         message: Vec<u8>,
     },
-    Exports(Vec<(String, Vec<ValueType>, ValueType)>),
+    /// A function table: exports, then imports.
+    Table(Vec<(String, Vec<ValueType>, ValueType)>, Vec<(String, Vec<ValueType>, ValueType)>),
 }
 
 fn put_values<S: Sink>(s: &mut S, values: &[Val]) -> Result<(), Full> {
@@ -85,10 +86,10 @@ fn put<S: Sink>(s: &mut S, m: &Message) -> Result<(), Full> {
         Message::Err { code, message } => wire::put_err(s, *code, message),
         Message::Abort { code, message } => wire::put_abort(s, *code, message),
         Message::Log { level, message } => wire::put_log(s, *level, message),
-        Message::Exports(list) => {
-            wire::put_exports_head(s, list.len())?;
-            list.iter().try_for_each(|(name, params, result)| wire::put_export(s, name, params, *result))
-        }
+        Message::Table(exports, imports) => [exports, imports].iter().try_for_each(|list| {
+            wire::put_count(s, list.len())?;
+            list.iter().try_for_each(|(name, params, result)| wire::put_function(s, name, params, *result))
+        }),
     }
 }
 
@@ -129,14 +130,15 @@ fn decode(like: &Message, body: &[u8]) -> Result<Message, DecodeError> {
             let (level, message) = wire::read_log(body)?;
             Message::Log { level, message: message.to_vec() }
         }
-        Message::Exports(_) => {
-            let mut list = Vec::new();
-            wire::read_exports(body, |e| {
-                list.push((e.name.to_owned(), e.params().collect(), e.result));
+        Message::Table(..) => {
+            let (mut exports, mut imports) = (Vec::new(), Vec::new());
+            wire::read_table(body, |direction, f| {
+                let list = if direction == wire::Direction::Export { &mut exports } else { &mut imports };
+                list.push((f.name.to_owned(), f.params().collect(), f.result));
                 Ok::<(), ()>(())
             })?
             .unwrap();
-            Message::Exports(list)
+            Message::Table(exports, imports)
         }
     })
 }
@@ -239,7 +241,7 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u32>(), bytes()).prop_map(|(code, message)| Message::Err { code, message }),
         (any::<u32>(), bytes()).prop_map(|(code, message)| Message::Abort { code, message }),
         (any::<u8>(), bytes()).prop_map(|(level, message)| Message::Log { level, message }),
-        export_table().prop_map(Message::Exports),
+        (export_table(), export_table()).prop_map(|(e, i)| Message::Table(e, i)),
     ]
 }
 
@@ -296,7 +298,7 @@ fn decode_everything(input: &[u8]) -> Result<(), TestCaseError> {
         }
     }
     let mut entries = 0usize;
-    let walk = wire::read_exports(input, |e| {
+    let walk = wire::read_table(input, |_, e| {
         entries += 1;
         let ok = inside(e.name.as_bytes()) && e.name.len() <= MAX_NAME_LEN && e.params().count() <= MAX_PARAMS;
         if ok {
@@ -405,7 +407,7 @@ proptest! {
 
     #[test]
     fn export_tables_round_trip(list in export_table()) {
-        check_round_trip(&Message::Exports(list))?;
+        check_round_trip(&Message::Table(list.clone(), list))?;
     }
 
     /// A valid message with one byte changed either is refused or decodes to a message that
@@ -482,13 +484,13 @@ proptest! {
     fn names_longer_than_the_limit_are_refused(len in 0usize..600) {
         let name = "n".repeat(len);
         let call = body(&Message::HostCall { name: name.clone(), args: vec![] });
-        let export = body(&Message::Exports(vec![(name, vec![], ValueType::Unit)]));
+        let export = body(&Message::Table(vec![(name, vec![], ValueType::Unit)], vec![]));
         if len <= MAX_NAME_LEN {
             prop_assert!(wire::read_host_call_head(&call).is_ok());
-            prop_assert_eq!(wire::read_exports(&export, |_| Ok::<(), ()>(())), Ok(Ok(())));
+            prop_assert_eq!(wire::read_table(&export, |_, _| Ok::<(), ()>(())), Ok(Ok(())));
         } else {
             prop_assert_eq!(wire::read_host_call_head(&call).err(), Some(DecodeError::NameTooLong(len as u64)));
-            prop_assert_eq!(wire::read_exports(&export, |_| Ok::<(), ()>(())), Err(DecodeError::NameTooLong(len as u64)));
+            prop_assert_eq!(wire::read_table(&export, |_, _| Ok::<(), ()>(())), Err(DecodeError::NameTooLong(len as u64)));
         }
     }
 
@@ -510,9 +512,10 @@ proptest! {
             prop_assert_eq!(wire::read_host_call_head(&host_call).err(), refused);
         }
 
-        // An export table announcing `count` entries, and one entry with `params` parameters.
-        let table = count.to_le_bytes();
-        let walk = wire::read_exports(&table, |_| Ok::<(), ()>(()));
+        // A function table announcing `count` exports (and no imports), and one entry with `params`
+        // parameters.
+        let table = [count.to_le_bytes(), 0u32.to_le_bytes()].concat();
+        let walk = wire::read_table(&table, |_, _| Ok::<(), ()>(()));
         match count {
             0 => prop_assert_eq!(walk, Ok(Ok(()))),
             c if c as usize <= MAX_EXPORTS => prop_assert_eq!(walk, Err(DecodeError::Truncated)),
@@ -521,7 +524,8 @@ proptest! {
         let mut entry = [&1u32.to_le_bytes()[..], &[1, 0, 0, 0, b'f', params]].concat();
         entry.extend(std::iter::repeat_n(ValueType::I32.tag(), usize::from(params)));
         entry.push(ValueType::Unit.tag());
-        let walk = wire::read_exports(&entry, |_| Ok::<(), ()>(()));
+        entry.extend_from_slice(&0u32.to_le_bytes());
+        let walk = wire::read_table(&entry, |_, _| Ok::<(), ()>(()));
         if usize::from(params) <= MAX_PARAMS {
             prop_assert_eq!(walk, Ok(Ok(())));
         } else {
@@ -536,8 +540,8 @@ proptest! {
         prop_assert_eq!(Reader::new(&tag_byte).value_type(), Err(DecodeError::UnknownTag(tag)));
         prop_assert_eq!(Reader::new(&bool_value).value(), Err(DecodeError::BadBool(boolean)));
         prop_assert_eq!(wire::read_outcome(&outcome), Err(DecodeError::BadStatus(status)));
-        let export = [&1u32.to_le_bytes()[..], &[1, 0, 0, 0, b'f', 1, tag, 0]].concat();
-        prop_assert_eq!(wire::read_exports(&export, |_| Ok::<(), ()>(())), Err(DecodeError::UnknownTag(tag)));
+        let export = [&1u32.to_le_bytes()[..], &[1, 0, 0, 0, b'f', 1, tag, 0, 0, 0, 0, 0]].concat();
+        prop_assert_eq!(wire::read_table(&export, |_, _| Ok::<(), ()>(())), Err(DecodeError::UnknownTag(tag)));
     }
 
     #[test]

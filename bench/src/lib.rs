@@ -284,7 +284,7 @@ fn throughput(
 }
 
 fn kill_latency(image: &GuestImage, n: usize) -> Result<f64, Error> {
-    let mut sb = SandboxBuilder::new().call_timeout(None).build(image)?.init()?;
+    let mut sb = SandboxBuilder::new().call_timeout(None).unknown_imports_as_traps(true).build(image)?.init()?;
     let handle = sb.interrupt_handle();
     let spin = sb.typed_fn::<(), u64>("spin")?;
     std::thread::scope(|scope| {

@@ -35,18 +35,15 @@ pub fn one_line(e: &dyn std::error::Error) -> String {
 }
 
 impl From<glint::Error> for Failure {
+    /// The status by [`glint::Error::kind`]: 3 for a refused image, 4 when the host cannot run
+    /// sandboxes (or KVM failed under one), 2 for a wrong request, 1 for everything the guest did.
     fn from(e: glint::Error) -> Self {
-        use glint::Error;
-        let status = match &e {
-            Error::Image(_) => 3,
-            Error::NoHypervisor { .. }
-            | Error::MissingCapability { .. }
-            | Error::Kvm { .. }
-            | Error::OutOfMemory { .. } => 4,
-            Error::InvalidConfig { .. }
-            | Error::NoSuchFunction { .. }
-            | Error::SignatureMismatch { .. }
-            | Error::ArgumentsTooLarge { .. } => 2,
+        use glint::ErrorKind;
+        let status = match e.kind() {
+            ErrorKind::ImageRefused => 3,
+            ErrorKind::HostUnavailable => 4,
+            _ if matches!(e, glint::Error::Vmm(_)) => 4,
+            ErrorKind::BadRequest => 2,
             _ => 1,
         };
         Failure { status, message: one_line(&e) }

@@ -5,7 +5,7 @@ use crate::failure::Failure;
 use glint::{Value, ValueType};
 
 /// Parses argument number `index` (from 0) as a `ty`: integers and floats in decimal, bool as
-/// true/false, String as given, Vec<u8> as hex (an optional `0x` prefix).
+/// true/false, String as given, `Vec<u8>` as hex (an optional `0x` prefix).
 pub fn parse(ty: ValueType, s: &str, index: usize) -> Result<Value, Failure> {
     let bad = || Failure::usage(format!("argument {} `{s}` is not a valid {ty}", index + 1));
     Ok(match ty {

@@ -14,7 +14,7 @@ fn glint(args: &[&str]) -> Output {
 
 fn stderr_line(out: &Output) -> String {
     let err = String::from_utf8(out.stderr.clone()).unwrap();
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("guest: ")).collect();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("guest: ") && !l.starts_with("note: ")).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got {err:?}");
     assert!(lines[0].starts_with("glint: "), "{err}");
     lines[0].to_owned()

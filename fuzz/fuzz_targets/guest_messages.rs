@@ -188,19 +188,24 @@ fn log(body: &[u8]) {
 }
 
 fn exports(body: &[u8]) {
-    let mut list: Vec<(&str, Vec<ValueType>, ValueType)> = Vec::new();
-    let read = wire::read_exports(body, |e| {
+    let mut lists: [Vec<(&str, Vec<ValueType>, ValueType)>; 2] = [Vec::new(), Vec::new()];
+    let read = wire::read_table(body, |direction, e| {
         assert!(e.name.len() <= MAX_NAME_LEN && within(body, e.name.as_bytes()));
-        list.push((e.name, e.params().collect(), e.result));
+        lists[usize::from(direction == wire::Direction::Import)].push((e.name, e.params().collect(), e.result));
         Ok::<(), ()>(())
     });
-    assert!(list.len() <= MAX_EXPORTS);
-    assert!(list.iter().all(|(_, params, _)| params.len() <= MAX_PARAMS));
+    for list in &lists {
+        assert!(list.len() <= MAX_EXPORTS);
+        assert!(list.iter().all(|(_, params, _)| params.len() <= MAX_PARAMS));
+    }
+    let list = &lists[0];
     match read {
         Ok(Ok(())) => {
             let again = encode(|s| {
-                wire::put_exports_head(s, list.len())?;
-                list.iter().try_for_each(|(name, params, result)| wire::put_export(s, name, params, *result))
+                lists.iter().try_for_each(|list| {
+                    wire::put_count(s, list.len())?;
+                    list.iter().try_for_each(|(name, params, result)| wire::put_function(s, name, params, *result))
+                })
             });
             assert_eq!(again, body);
         }
@@ -211,6 +216,6 @@ fn exports(body: &[u8]) {
     }
     // A callback that refuses the first entry stops the walk there, with its own error.
     if !list.is_empty() {
-        assert_eq!(wire::read_exports(body, |_| Err(7u8)), Ok(Err(7)));
+        assert_eq!(wire::read_table(body, |_, _| Err(7u8)), Ok(Err(7)));
     }
 }

@@ -67,8 +67,8 @@ fn received(args: &[Value]) {
 
 /// Dispatches the request in `args` to `f` and checks the outcome against the harness's own
 /// reading of the arguments. `fails` tells whether the closure itself returns `Err` for them.
-fn dispatch<P, R, F: HostFunction<P, R>>(f: &F, args: &Reader<'_>, argc: usize, fails: impl Fn(&[Bits]) -> bool) {
-    let signature = <F as HostFunction<P, R>>::signature();
+fn dispatch<P, R, F: HostFunction<(), P, R>>(f: &F, args: &Reader<'_>, argc: usize, fails: impl Fn(&[Bits]) -> bool) {
+    let signature = <F as HostFunction<(), P, R>>::signature();
     let expected = decode(args.clone(), argc).filter(|values| {
         values.len() == signature.params.len() && values.iter().zip(&signature.params).all(|(v, &ty)| v.ty() == ty)
     });
@@ -77,13 +77,17 @@ fn dispatch<P, R, F: HostFunction<P, R>>(f: &F, args: &Reader<'_>, argc: usize, 
     let matches = expected.is_some();
     EXPECTED.set(expected);
     RAN.set(false);
-    let result = <F as HostFunction<P, R>>::call(f, args.clone(), argc);
+    let mut out = Vec::new();
+    let result = <F as HostFunction<(), P, R>>::call(f, &mut (), args.clone(), argc, &mut out);
     let ran = RAN.get();
     EXPECTED.set(None);
     match result {
-        Ok(value) => {
+        Ok(()) => {
             assert!(matches && ran && !should_fail, "{signature} accepted a request it should refuse");
-            assert_eq!(value.ty(), signature.result, "{signature} returned {value:?}");
+            match wire::read_outcome(&out) {
+                Ok(wire::Outcome::Ok(value)) => assert_eq!(value.ty(), signature.result, "{signature} returned {value:?}"),
+                other => panic!("{signature} wrote {other:?}"),
+            }
         }
         Err(failure) => {
             let text = format!("{failure:?}");

@@ -16,7 +16,8 @@ use glint::GuestImage;
 use glint_abi::layout::IMAGE_BASE;
 use glint_abi::wire::{self, Full};
 use glint_abi::ValueType::{self, Bytes, String as Str, I32};
-use glint_abi::{code, ValueRef};
+use glint_abi::code::{AbortCode, CallError, LogLevel};
+use glint_abi::ValueRef;
 
 type Seeds = Vec<(&'static str, Vec<u8>)>;
 
@@ -61,10 +62,12 @@ fn image_load() -> Seeds {
 
 fn guest_messages() -> Seeds {
     let exports = |s: &mut Vec<u8>| {
-        wire::put_exports_head(s, 3)?;
-        wire::put_export(s, "add", &[I32, I32], I32)?;
-        wire::put_export(s, "greet", &[Str], Str)?;
-        wire::put_export(s, "echo", &[Bytes], Bytes)
+        wire::put_count(s, 3)?;
+        wire::put_function(s, "add", &[I32, I32], I32)?;
+        wire::put_function(s, "greet", &[Str], Str)?;
+        wire::put_function(s, "echo", &[Bytes], Bytes)?;
+        wire::put_count(s, 1)?;
+        wire::put_function(s, "greeting", &[Str], Str)
     };
     let every_type = [
         ValueRef::Unit,
@@ -88,10 +91,10 @@ fn guest_messages() -> Seeds {
     vec![
         ("outcome_ok", message(0, |s| wire::put_ok(s, ValueRef::I32(5)))),
         ("outcome_ok_string", message(0, |s| wire::put_ok(s, ValueRef::String("Hello, Ada!")))),
-        ("outcome_err", message(0, |s| wire::put_err(s, code::call::FUNCTION_FAILED, b"boom"))),
+        ("outcome_err", message(0, |s| wire::put_err(s, CallError::FunctionFailed.number(), b"boom"))),
         ("host_call", [vec![1], host_call("greeting", &[ValueRef::String("Ada")])].concat()),
-        ("abort", message(2, |s| wire::put_abort(s, code::abort::PANIC, b"panicked at src/main.rs:3:5"))),
-        ("log", message(3, |s| wire::put_log(s, code::log_level::INFO, b"greeting Ada\n"))),
+        ("abort", message(2, |s| wire::put_abort(s, AbortCode::Panic.number(), b"panicked at src/main.rs:3:5"))),
+        ("log", message(3, |s| wire::put_log(s, LogLevel::Info.number(), b"greeting Ada\n"))),
         ("exports", message(4, exports)),
         (
             "call",
@@ -151,7 +154,7 @@ fn check_valid(target: &str, name: &str, seed: &[u8]) {
                 0 => wire::read_outcome(body).is_ok(),
                 2 => wire::read_abort(body).is_ok(),
                 3 => wire::read_log(body).is_ok(),
-                4 => wire::read_exports(body, |_| Ok::<(), ()>(())) == Ok(Ok(())),
+                4 => wire::read_table(body, |_, _| Ok::<(), ()>(())) == Ok(Ok(())),
                 5 => wire::read_call_head(body).is_ok(),
                 _ => wire::read_host_call_head(body).is_ok(),
             };

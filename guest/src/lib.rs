@@ -4,11 +4,16 @@
 //! #![no_std]
 //! #![no_main]
 //! extern crate alloc;
-//! use alloc::string::String;
+//! use alloc::{format, string::String};
+//!
+//! glint_guest::imports! {
+//!     /// Registered by the embedder as "greeting".
+//!     fn greeting(name: &str) -> String;
+//! }
 //!
 //! fn add(a: i32, b: i32) -> i32 { a + b }
 //! fn greet(name: String) -> Result<String, glint_guest::HostCallError> {
-//!     glint_guest::host::call("prefix", (name,))
+//!     Ok(format!("{}!", greeting(&name)?))
 //! }
 //! glint_guest::exports!(add, greet);
 //! ```
@@ -34,13 +39,12 @@ pub mod host;
 mod io;
 #[cfg(target_os = "none")]
 mod rt;
-mod types;
 
-pub use export::{Handler, Registry};
+pub use export::{Handler, Import, ImportBlock, IntoResult, Registry};
 pub use glint_abi as abi;
+pub use glint_abi::convert::{FromWire, ToWire};
 pub use glint_abi::ValueType;
 pub use host::HostCallError;
-pub use types::{FromValue, IntoResult, ToValue};
 
 #[doc(hidden)]
 pub mod __private {
@@ -80,10 +84,74 @@ macro_rules! exports {
     };
 }
 
+/// Declares host functions this guest imports and generates a typed wrapper for each.
+///
+/// ```ignore
+/// glint_guest::imports! {
+///     /// The embedder's "greeting".
+///     pub fn greeting(name: &str) -> String;
+///     fn nop();
+///     /// A name that is not a Rust identifier.
+///     fn kv_get(store: &str, key: &str) -> Vec<u8> = "glint:kv/get@1";
+/// }
+/// ```
+///
+/// Each wrapper returns `Result<R, HostCallError>`. The declarations travel to the host with the
+/// exports at initialisation, and the host refuses to initialise a guest whose imports it does
+/// not provide with exactly these types, naming each one. A guest may have several blocks.
+#[macro_export]
+macro_rules! imports {
+    ($($(#[$meta:meta])* $vis:vis fn $f:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $(= $name:literal)?;)*) => {
+        $(
+            $(#[$meta])*
+            #[allow(dead_code, reason = "a declared import need not be called")]
+            $vis fn $f($($arg: $ty),*) -> ::core::result::Result<$crate::__ret!($($ret)?), $crate::HostCallError> {
+                #[cfg(target_os = "none")]
+                { $crate::host::call($crate::__import_name!($f $($name)?), ($($arg,)*)) }
+                #[cfg(not(target_os = "none"))]
+                { $(let _ = $arg;)* ::core::unimplemented!("host calls exist only on the bare-metal target") }
+            }
+        )*
+        const _: () = {
+            #[used]
+            #[link_section = "glint_imports"]
+            static IMPORTS: $crate::ImportBlock = $crate::ImportBlock::new(&[$(
+                $crate::Import {
+                    name: $crate::__import_name!($f $($name)?),
+                    params: <($($ty,)*) as $crate::abi::convert::ParamTypes>::TYPES,
+                    result: <$crate::__ret!($($ret)?) as $crate::abi::convert::WireType>::TYPE,
+                },
+            )*]);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ret {
+    () => {
+        ()
+    };
+    ($t:ty) => {
+        $t
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __import_name {
+    ($f:ident) => {
+        stringify!($f)
+    };
+    ($f:ident $name:literal) => {
+        $name
+    };
+}
+
 /// Prints a line through the host's log crossing (level info).
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {
-        $crate::host::log($crate::abi::code::log_level::INFO, format_args!($($arg)*))
+        $crate::host::log($crate::abi::code::LogLevel::Info, format_args!($($arg)*))
     };
 }

@@ -1,13 +1,13 @@
 //! The bare-metal runtime: entry, dispatch loop, heap, panic handler.
 
-use crate::export::Registry;
-use crate::host::Truncating;
+use crate::export::{ImportBlock, Registry};
 use crate::io;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use glint_abi::code::{AbortCode, CallError};
 use glint_abi::layout::{BootInfo, BOOT_INFO_SIZE, BOOT_MAGIC};
-use glint_abi::{code, note, port, wire, ABI_VERSION};
+use glint_abi::{note, port, wire, ABI_VERSION};
 use linked_list_allocator::Heap;
 
 /// The ABI-version note the host checks before loading the image.
@@ -18,6 +18,28 @@ static ABI_NOTE: [u8; note::NOTE_SIZE] = note::version_note(ABI_VERSION);
 extern "Rust" {
     /// Defined by `glint_guest::exports!` in the guest program.
     fn __glint_exports(registry: &mut Registry);
+}
+
+extern "Rust" {
+    /// Start and end of the `glint_imports` link section, defined by the linker.
+    static __start_glint_imports: ImportBlock;
+    static __stop_glint_imports: ImportBlock;
+}
+
+/// An empty block, so the section (and its start and stop symbols) exists in every guest.
+#[used]
+#[link_section = "glint_imports"]
+static NO_IMPORTS: ImportBlock = ImportBlock::new(&[]);
+
+/// Every `imports!` block of the program.
+fn import_blocks() -> &'static [ImportBlock] {
+    let start = core::ptr::addr_of!(__start_glint_imports);
+    let stop = core::ptr::addr_of!(__stop_glint_imports);
+    let n = (stop as usize - start as usize) / core::mem::size_of::<ImportBlock>();
+    // SAFETY: the linker places every `ImportBlock` static of the `glint_imports` section (at
+    // least `NO_IMPORTS`, kept by `#[used]`) contiguously between the two symbols; they share one
+    // type, so the section is an array of `n` of them.
+    unsafe { core::slice::from_raw_parts(start, n) }
 }
 
 struct GuestHeap(UnsafeCell<Heap>);
@@ -68,6 +90,9 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
     let mut registry = Registry::new();
     // SAFETY: `exports!` defines `__glint_exports` with exactly this signature.
     unsafe { __glint_exports(&mut registry) };
+    for block in import_blocks() {
+        registry.import(block.imports());
+    }
     let table = io::write_output(&mut |s| registry.write_table(s));
     if table.is_err() {
         panic!("export table does not fit in the output buffer");
@@ -82,13 +107,13 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
             Ok(body) => registry.dispatch(&body, &mut |encode| io::write_output(encode)),
             Err(e) => {
                 let msg = alloc::format!("malformed call frame: {e}");
-                io::write_output(&mut |s| wire::put_err(s, code::call::BAD_ARGUMENTS, msg.as_bytes()))
+                io::write_output(&mut |s| wire::put_err(s, CallError::BadArguments.number(), msg.as_bytes()))
             }
         };
         if written.is_err() {
             let size = io::boot().output_size;
             let msg = alloc::format!("result does not fit in the {size}-byte output buffer");
-            let _ = io::write_output(&mut |s| wire::put_err(s, code::call::RESULT_TOO_LARGE, msg.as_bytes()));
+            let _ = io::write_output(&mut |s| wire::put_err(s, CallError::ResultTooLarge.number(), msg.as_bytes()));
         }
         io::cross(port::RETURN);
     }
@@ -96,31 +121,25 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // Format into a stack buffer, then copy to the output buffer through a raw pointer: the
-    // panic may come from code that holds a reference to that buffer, so we must not make
-    // another, and the boot info may not be set yet.
-    let mut text = [0u8; 2048];
-    let mut w = Truncating { buf: &mut text, len: 0 };
-    let _ = match info.location() {
-        Some(l) => core::fmt::write(&mut w, format_args!("{} (at {}:{})", info.message(), l.file(), l.line())),
-        None => core::fmt::write(&mut w, format_args!("{}", info.message())),
-    };
-    let n = w.len;
+    // The panic may come from code that holds a reference to the output buffer, so the frame is
+    // written through a raw slice made here, by the non-allocating frame writer; and the boot info
+    // may not be set yet.
     let boot = io::boot();
-    if boot.output_addr != 0 && boot.output_size >= 12 + n as u64 {
-        // Frame: u32 len | u32 code | u32 msg len | msg
-        let mut head = [0u8; 12];
-        head[..4].copy_from_slice(&(n as u32 + 8).to_le_bytes());
-        head[4..8].copy_from_slice(&code::abort::PANIC.to_le_bytes());
-        head[8..12].copy_from_slice(&(n as u32).to_le_bytes());
-        let out = boot.output_addr as *mut u8;
-        // SAFETY: the host maps `output_size` bytes at `output_addr` for the guest, and we
-        // checked 12 + n bytes fit; raw copies create no reference that could alias a live one.
-        unsafe {
-            core::ptr::copy_nonoverlapping(head.as_ptr(), out, 12);
-            core::ptr::copy_nonoverlapping(text.as_ptr(), out.add(12), n);
+    if boot.output_addr != 0 {
+        // SAFETY: the host maps `output_size` bytes at `output_addr` for the guest. Any reference
+        // to the buffer the panicking code held is never used again: this function diverges.
+        let out = unsafe { core::slice::from_raw_parts_mut(boot.output_addr as *mut u8, boot.output_size as usize) };
+        let written = match info.location() {
+            Some(l) => wire::write_abort_frame(
+                out,
+                AbortCode::Panic,
+                format_args!("{} (at {}:{})", info.message(), l.file(), l.line()),
+            ),
+            None => wire::write_abort_frame(out, AbortCode::Panic, format_args!("{}", info.message())),
+        };
+        if written.is_ok() {
+            io::cross(port::ABORT);
         }
-        io::cross(port::ABORT);
     }
     // The host never resumes an aborted call; if it did (or we could not report), fault.
     loop {

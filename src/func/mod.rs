@@ -1,9 +1,11 @@
-//! Values, signatures, host functions and typed guest calls: the typed face of the boundary.
+//! The typed face of the boundary: host functions (with an optional per-sandbox context), typed
+//! handles to guest functions, and signatures. The Rust type <-> wire value mapping itself is
+//! `glint_abi::convert`, shared with the guest library.
 
-pub mod host;
+pub(crate) mod host;
+mod signature;
 pub(crate) mod typed;
-pub(crate) mod value;
 
-pub use host::{HostFunction, HostResult};
+pub use host::{BoxError, Caller, HostFunction, HostParam, HostResult};
+pub use signature::Signature;
 pub use typed::TypedFn;
-pub use value::{GuestParams, GuestValue, Signature};

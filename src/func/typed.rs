@@ -1,13 +1,14 @@
 //! Typed handles to guest functions, checked once when created.
 
-use super::value::{GuestParams, GuestValue};
 use crate::{Error, Sandbox};
+use glint_abi::convert::{EncodeParams, FromWire};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// A guest function whose signature was checked against `P -> R` when the handle was made
-/// ([`Sandbox::typed_fn`]), so calls skip the check. Usable with any sandbox of the same image.
+/// ([`Sandbox::typed_fn`]), so calls skip the check. Usable with any sandbox of the same image,
+/// whatever its host-side data.
 pub struct TypedFn<P, R> {
     index: u32,
     name: Arc<str>,
@@ -27,7 +28,7 @@ impl<P, R> fmt::Debug for TypedFn<P, R> {
     }
 }
 
-impl<P: GuestParams, R: GuestValue> TypedFn<P, R> {
+impl<P: EncodeParams, R: FromWire> TypedFn<P, R> {
     pub(crate) fn new(index: u32, name: &str, image: u64) -> Self {
         TypedFn { index, name: name.into(), image, _types: PhantomData }
     }
@@ -50,7 +51,7 @@ impl<P: GuestParams, R: GuestValue> TypedFn<P, R> {
     /// # Errors
     /// Anything the guest does wrong during the call; [`Error::NoSuchFunction`] if `sandbox`
     /// runs another image than the one the handle was made for.
-    pub fn call(&self, sandbox: &mut Sandbox, args: P) -> Result<R, Error> {
+    pub fn call<T: 'static>(&self, sandbox: &mut Sandbox<T>, args: P) -> Result<R, Error> {
         sandbox.call_typed(self, &args)
     }
 }

@@ -11,7 +11,7 @@ use goblin::elf::reloc::r_to_str;
 /// Segment indices (`index`) count entries of the program header table from 0, as `readelf -l`
 /// lists them; section indices count the section header table. Addresses are the ones written in
 /// the file (link-time virtual addresses), before a PIE is moved to its load base.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
     /// The file could not be read.
@@ -21,7 +21,7 @@ pub enum ImageError {
         path: PathBuf,
         /// What the operating system reported.
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The file is larger than any guest image glint would load; reading stopped at the limit.
     #[error("guest image {} is larger than the {limit:#x}-byte limit", path.display())]

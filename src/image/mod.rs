@@ -34,7 +34,7 @@ use glint_abi::layout::{IMAGE_BASE, MAX_MEMORY, PAGE_SIZE};
 use glint_abi::ABI_VERSION;
 use goblin::elf::header::ET_DYN;
 use goblin::elf::program_header::{
-    PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_RELRO, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_TLS,
+    PF_W, PF_X, PT_DYNAMIC, PT_GNU_RELRO, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_TLS,
 };
 
 pub use error::ImageError;
@@ -92,14 +92,9 @@ pub(crate) struct Segment {
     /// The initialised bytes: file bytes with relocations applied. May be shorter than
     /// `mem_size`; the rest of the segment is zero.
     pub data: Vec<u8>,
-    /// Bytes the segment occupies in guest memory; at least `data.len()`.
+    /// Bytes the segment occupies in guest memory; at least `data.len()`. (Its permissions are
+    /// per page: [`GuestImage::pages`].)
     pub mem_size: u64,
-    /// `PF_R`.
-    pub read: bool,
-    /// `PF_W`.
-    pub write: bool,
-    /// `PF_X`.
-    pub exec: bool,
 }
 
 impl fmt::Debug for Segment {
@@ -109,9 +104,6 @@ impl fmt::Debug for Segment {
             .field("addr", &format_args!("{:#x}", self.addr))
             .field("data_len", &format_args!("{:#x}", self.data.len()))
             .field("mem_size", &format_args!("{:#x}", self.mem_size))
-            .field("read", &self.read)
-            .field("write", &self.write)
-            .field("exec", &self.exec)
             .finish()
     }
 }
@@ -224,17 +216,11 @@ impl GuestImage {
     pub(crate) fn pages(&self) -> &[(u64, PagePerm)] {
         &self.inner.pages
     }
-
-    /// [`pages`](Self::pages) as an iterator.
-    #[allow(dead_code, reason = "the memory builder uses `pages`; kept for callers that stream")]
-    pub(crate) fn page_permissions(&self) -> impl Iterator<Item = (u64, PagePerm)> + '_ {
-        self.inner.pages.iter().copied()
-    }
 }
 
 /// Reads at most [`MAX_FILE_SIZE`] bytes, refusing longer files.
 fn read_limited(path: &Path) -> Result<Vec<u8>, ImageError> {
-    let io = |source| ImageError::Io { path: path.to_path_buf(), source };
+    let io = |source| ImageError::Io { path: path.to_path_buf(), source: Arc::new(source) };
     let too_large = || ImageError::FileTooLarge { path: path.to_path_buf(), limit: MAX_FILE_SIZE };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -410,9 +396,6 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
                 addr: place(seg.vaddr).ok_or(ImageError::BeyondGuestMemory { end: seg.vaddr, max: MAX_MEMORY })?,
                 data: seg.data,
                 mem_size: seg.mem_size,
-                read: seg.flags & PF_R != 0,
-                write: seg.flags & PF_W != 0,
-                exec: seg.flags & PF_X != 0,
             })
         })
         .collect::<Result<Vec<_>, ImageError>>()?;

@@ -39,12 +39,8 @@ fn image_is_shareable() {
 #[test]
 fn exec_image_has_its_code_and_one_page() {
     let image = load_ok(&RawElf::exec(&[0x0f, 0x0b]));
-    assert_eq!(
-        image.segments(),
-        &[Segment { addr: IMAGE_BASE, data: vec![0x0f, 0x0b], mem_size: 2, read: true, write: false, exec: true }]
-    );
+    assert_eq!(image.segments(), &[Segment { addr: IMAGE_BASE, data: vec![0x0f, 0x0b], mem_size: 2 }]);
     assert_eq!(image.pages(), &[(IMAGE_BASE, RX)]);
-    assert_eq!(image.page_permissions().collect::<Vec<_>>(), image.pages());
     assert_eq!(image.end(), IMAGE_BASE + PAGE_SIZE);
 }
 
@@ -193,7 +189,6 @@ fn assert_invariants(image: &GuestImage) {
         assert!(s.data.len() as u64 <= s.mem_size, "{s:?}");
         last_end = s.addr + s.mem_size;
         assert!(last_end <= image.end() && image.end() <= MAX_MEMORY, "{s:?} inside the image span");
-        assert!(!(s.write && s.exec), "{s:?}");
     }
     let mut last_page = None;
     for &(page, perm) in image.pages() {

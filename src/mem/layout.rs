@@ -2,8 +2,7 @@
 //! view and docs/ABI.md for the map).
 
 use crate::image::GuestImage;
-use crate::Error;
-use glint_abi::layout::{BootInfo, BOOT_INFO_ADDR, BOOT_MAGIC, IMAGE_BASE, MAX_MEMORY, PAGE_SIZE};
+use glint_abi::layout::{BootInfo, BOOT_INFO_ADDR, BOOT_MAGIC, MAX_MEMORY, PAGE_SIZE};
 use glint_abi::ABI_VERSION;
 
 /// Page-map level 4 (one page).
@@ -38,7 +37,7 @@ const _: () = assert!(FAULT_STACK_TOP % 16 == 0);
 
 /// Sizes of a sandbox's memory. Everything left after the image, buffers and stack is heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemoryConfig {
+pub(crate) struct MemoryConfig {
     /// Total guest memory in bytes.
     pub memory_size: u64,
     /// Input buffer (host to guest: call arguments, host-call results).
@@ -74,41 +73,69 @@ pub(crate) struct Layout {
     pub stack_size: u64,
 }
 
-fn invalid(what: &'static str, detail: String) -> Error {
-    Error::InvalidConfig { what, detail }
+/// Why a memory configuration cannot be laid out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// A size is zero or not a multiple of the page size.
+    #[error("{what} of {bytes} bytes is not a positive multiple of {PAGE_SIZE}")]
+    NotPageMultiple {
+        /// Which size ("memory size", "input buffer size", "output buffer size", "stack size").
+        what: &'static str,
+        /// Its value.
+        bytes: u64,
+    },
+    /// The memory size exceeds [`MAX_MEMORY`].
+    #[error("memory size of {bytes} bytes exceeds the maximum of {MAX_MEMORY}")]
+    TooLarge {
+        /// The memory size asked for.
+        bytes: u64,
+    },
+    /// The image, buffers, stack and the smallest heap do not fit in the memory size.
+    #[error(
+        "memory size of {memory} bytes cannot hold the image (up to {image_end:#x}), {input} + {output} bytes of \
+         buffers, a {stack}-byte stack and at least {MIN_HEAP} bytes of heap"
+    )]
+    DoesNotFit {
+        /// Memory size.
+        memory: u64,
+        /// Where the image ends.
+        image_end: u64,
+        /// Input buffer size.
+        input: u64,
+        /// Output buffer size.
+        output: u64,
+        /// Stack size.
+        stack: u64,
+    },
 }
 
-fn check_size(what: &'static str, v: u64) -> Result<u64, Error> {
-    if v == 0 || v % PAGE_SIZE != 0 {
-        return Err(invalid(what, format!("{v} bytes is not a positive multiple of {PAGE_SIZE}")));
+fn check_size(what: &'static str, bytes: u64) -> Result<u64, LayoutError> {
+    if bytes == 0 || bytes % PAGE_SIZE != 0 {
+        return Err(LayoutError::NotPageMultiple { what, bytes });
     }
-    Ok(v)
+    Ok(bytes)
 }
 
 impl Layout {
     /// Lays out `config` around `image`, or says which size does not fit.
-    pub(crate) fn new(config: &MemoryConfig, image: &GuestImage) -> Result<Layout, Error> {
+    pub(crate) fn new(config: &MemoryConfig, image: &GuestImage) -> Result<Layout, LayoutError> {
         let memory_size = check_size("memory size", config.memory_size)?;
         if memory_size > MAX_MEMORY {
-            return Err(invalid("memory size", format!("{memory_size} bytes exceeds the maximum of {MAX_MEMORY}")));
+            return Err(LayoutError::TooLarge { bytes: memory_size });
         }
         let input_size = check_size("input buffer size", config.input_size)?;
         let output_size = check_size("output buffer size", config.output_size)?;
         let stack_size = check_size("stack size", config.stack_size)?;
-        let too_small = || {
-            invalid(
-                "memory size",
-                format!(
-                    "{memory_size} bytes cannot hold the image (up to {:#x}), {input_size} + {output_size} bytes of \
-                     buffers, a {stack_size}-byte stack and at least {MIN_HEAP} bytes of heap",
-                    image.end()
-                ),
-            )
-        };
+        // The loader guarantees a page-aligned end at or above the image base.
         let image_end = image.end();
-        if image_end < IMAGE_BASE || image_end % PAGE_SIZE != 0 {
-            return Err(invalid("image", format!("image end {image_end:#x} is not a page above the image base")));
-        }
+        let too_small = || LayoutError::DoesNotFit {
+            memory: memory_size,
+            image_end,
+            input: input_size,
+            output: output_size,
+            stack: stack_size,
+        };
         let input_addr = image_end;
         let output_addr = input_addr.checked_add(input_size).ok_or_else(too_small)?;
         let heap_addr = output_addr.checked_add(output_size).ok_or_else(too_small)?;

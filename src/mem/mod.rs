@@ -6,4 +6,4 @@ pub(crate) mod layout;
 pub(crate) mod shared;
 pub(crate) mod x86;
 
-pub use layout::MemoryConfig;
+pub(crate) use layout::MemoryConfig;

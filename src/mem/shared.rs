@@ -6,7 +6,7 @@
 //! restore dirtied pages from.
 #![allow(unsafe_code, reason = "memfd and mmap; each block argues its safety")]
 
-use crate::Error;
+use crate::vmm::{Doing, VmmError};
 use glint_abi::layout::PAGE_SIZE;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -33,21 +33,20 @@ impl std::fmt::Debug for SharedMemory {
     }
 }
 
-fn os_err(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Kvm { op, source }
+fn os_err(call: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
+    move |source| VmmError::System { call, doing: Doing::MappingMemory, source: Arc::new(source) }
 }
 
 impl SharedMemory {
     /// Creates `size` bytes of memory holding `pages` (address, 4 KiB of bytes); the rest reads
     /// as zero and takes no space (the file is sparse).
-    pub(crate) fn create<'a>(size: u64, pages: impl Iterator<Item = (u64, &'a [u8])>) -> Result<Self, Error> {
-        let len = usize::try_from(size)
-            .map_err(|_| Error::InvalidConfig { what: "memory size", detail: size.to_string() })?;
+    pub(crate) fn create<'a>(size: u64, pages: impl Iterator<Item = (u64, &'a [u8])>) -> Result<Self, VmmError> {
+        let len = usize::try_from(size).map_err(|_| VmmError::GuestMemory { addr: 0, len: usize::MAX })?;
         // SAFETY: the name is a NUL-terminated literal; the returned fd is checked and then owned
         // by exactly one `File`.
         let fd = unsafe { libc::memfd_create(c"glint-guest".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
-            return Err(os_err("memfd_create")(std::io::Error::last_os_error()));
+            return Err(VmmError::last_os("memfd_create", Doing::MappingMemory));
         }
         // SAFETY: `fd` is a fresh, valid descriptor that nothing else owns.
         let file = unsafe { File::from_raw_fd(fd) };
@@ -60,7 +59,7 @@ impl SharedMemory {
         let view =
             unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
         if view == libc::MAP_FAILED {
-            return Err(Error::OutOfMemory { detail: std::io::Error::last_os_error().to_string() });
+            return Err(VmmError::last_os("mmap", Doing::MappingMemory));
         }
         Ok(SharedMemory { file: Arc::new(file), view: view.cast::<u8>().cast_const(), size: len })
     }
@@ -68,11 +67,6 @@ impl SharedMemory {
     /// The memfd, for mapping into a VM.
     pub(crate) fn file(&self) -> &Arc<File> {
         &self.file
-    }
-
-    /// Size in bytes.
-    pub(crate) fn size(&self) -> u64 {
-        self.size as u64
     }
 
     /// The 4 KiB page at `page` (page number), or `None` past the end.

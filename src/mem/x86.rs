@@ -1,5 +1,8 @@
-//! The x86-64 structures that put a CPL3 guest in long mode: page tables, GDT, IDT, TSS with its
-//! I/O permission bitmap, and the CPL0 exception stubs. Built as bytes, written once per sandbox.
+//! Every x86-64 fact glint relies on, in one place: the structures that put a CPL3 guest in long
+//! mode (page tables, GDT, IDT, TSS with its I/O permission bitmap, the CPL0 exception stubs),
+//! the segments and control-register bits the vCPU starts with, the layout of the exception frame
+//! the CPU pushes, and the one instruction the host ever decodes (the guest's `out` to RETURN).
+//! Built as bytes, written once per sandbox; nothing here talks to KVM.
 
 use super::layout::*;
 use crate::image::GuestImage;
@@ -36,6 +39,153 @@ const IOPB_BYTES: usize = 32;
 pub(crate) const TSS_LIMIT: u32 = (TSS_SIZE + IOPB_BYTES) as u32;
 /// Bytes per exception stub.
 const STUB_SIZE: u64 = 8;
+
+const CR0_PE: u64 = 1;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// CR0 at entry: protected mode, paging, write protection honoured at CPL0, native FPU errors.
+pub(crate) const ENTRY_CR0: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+/// CR3 at entry: the host-built PML4.
+pub(crate) const ENTRY_CR3: u64 = PML4_ADDR;
+/// CR4 at entry: PAE (required by long mode), SSE enabled with its exceptions.
+pub(crate) const ENTRY_CR4: u64 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+/// EFER at entry: long mode enabled and active, no-execute pages.
+pub(crate) const ENTRY_EFER: u64 = EFER_LME | EFER_LMA | EFER_NXE;
+/// RFLAGS at entry: only the always-set bit 1 (IF clear, IOPL 0).
+pub(crate) const ENTRY_RFLAGS: u64 = 0x2;
+/// The GDT's guest address and limit, as GDTR holds them.
+pub(crate) const GDT_BASE: u64 = GDT_ADDR;
+/// The IDT's guest address, as IDTR holds it.
+pub(crate) const IDT_BASE: u64 = IDT_ADDR;
+
+/// A segment register's hidden part, as the vCPU is given it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentDesc {
+    pub(crate) base: u64,
+    pub(crate) limit: u32,
+    pub(crate) selector: u16,
+    /// The 4-bit type field.
+    pub(crate) ty: u8,
+    pub(crate) present: bool,
+    pub(crate) dpl: u8,
+    /// D/B: 32-bit default operand size (must be clear for 64-bit code).
+    pub(crate) big: bool,
+    /// S: a code or data segment (not a system segment).
+    pub(crate) code_or_data: bool,
+    /// L: 64-bit code.
+    pub(crate) long: bool,
+    pub(crate) granular: bool,
+}
+
+/// The guest's data segments (DS, ES, FS, GS, SS): flat, writable, DPL 3.
+pub(crate) const USER_DATA_SEGMENT: SegmentDesc = SegmentDesc {
+    base: 0,
+    limit: 0xffff_ffff,
+    selector: USER_DS,
+    ty: 3,
+    present: true,
+    dpl: 3,
+    big: true,
+    code_or_data: true,
+    long: false,
+    granular: true,
+};
+/// The guest's code segment: 64-bit, readable, DPL 3.
+pub(crate) const USER_CODE_SEGMENT: SegmentDesc =
+    SegmentDesc { selector: USER_CS, ty: 11, big: false, long: true, ..USER_DATA_SEGMENT };
+/// The task register: the 64-bit TSS, busy.
+pub(crate) const TASK_SEGMENT: SegmentDesc = SegmentDesc {
+    base: TSS_ADDR,
+    limit: TSS_LIMIT,
+    selector: TSS_SEL,
+    ty: 11,
+    present: true,
+    dpl: 0,
+    big: false,
+    code_or_data: false,
+    long: false,
+    granular: false,
+};
+
+/// What the CPU pushed on the fault stack when the guest raised exception `vector`: the
+/// interrupted context, as an `iretq` would restore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ExceptionFrame {
+    pub(crate) error_code: Option<u64>,
+    pub(crate) rip: u64,
+    pub(crate) cs: u64,
+    pub(crate) rflags: u64,
+    pub(crate) rsp: u64,
+    pub(crate) ss: u64,
+}
+
+impl ExceptionFrame {
+    /// Bytes the frame takes on the fault stack (one more word with an error code).
+    pub(crate) fn size(vector: u8) -> u64 {
+        if has_error_code(vector) {
+            48
+        } else {
+            40
+        }
+    }
+
+    /// Where the frame of `vector` starts: the fault stack is empty when a CPL3 guest faults
+    /// (IST1 resets it for every exception), so the frame ends at its top.
+    pub(crate) fn address(vector: u8) -> u64 {
+        FAULT_STACK_TOP - Self::size(vector)
+    }
+
+    /// Where the stub for `vector` saved the guest's `rax` (see [`stubs`]): just below the frame.
+    pub(crate) fn saved_rax_address(vector: u8) -> u64 {
+        Self::address(vector) - 8
+    }
+
+    /// Decodes the frame's words (read from [`address`](Self::address)).
+    pub(crate) fn decode(vector: u8, bytes: &[u8; 48]) -> ExceptionFrame {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(bytes.get(i * 8..i * 8 + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(w)
+        };
+        let (error_code, first) = if has_error_code(vector) { (Some(word(0)), 1) } else { (None, 0) };
+        ExceptionFrame {
+            error_code,
+            rip: word(first),
+            cs: word(first + 1),
+            rflags: word(first + 2),
+            rsp: word(first + 3),
+            ss: word(first + 4),
+        }
+    }
+}
+
+/// The length of the instruction at the start of `code` if it is an `out` to the RETURN port
+/// (`out dx, al` with `dx` = RETURN, or `out imm8, al`), with any prefixes; `rdx` is the guest's.
+///
+/// Hardware KVM reports an `out` exit with `rip` still on the instruction and skips it on the
+/// next KVM_RUN only if `rip` is unchanged; kvm_pvm emulates the `out` and reports `rip` after
+/// it. A snapshot must hold the address after the `out` in both cases.
+pub(crate) fn return_out_len(code: &[u8], rdx: u64) -> Option<u64> {
+    let prefixes = code
+        .iter()
+        .take_while(|&&b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x40..=0x4f | 0x64..=0x67 | 0xf0 | 0xf2 | 0xf3))
+        .count();
+    match (code.get(prefixes), code.get(prefixes + 1)) {
+        (Some(0xee), _) if rdx & 0xffff == u64::from(port::RETURN) => Some(prefixes as u64 + 1),
+        (Some(0xe6), Some(&p)) if u16::from(p) == port::RETURN => Some(prefixes as u64 + 2),
+        _ => None,
+    }
+}
 
 /// Page-table flags for one guest page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,19 +331,6 @@ pub(crate) fn stubs() -> Vec<u8> {
         s[at..at + 8].copy_from_slice(&[0x50, 0xb0, v, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd]);
     }
     s
-}
-
-/// Guest address of the exception frame the CPU pushed for `vector` on the fault stack: the
-/// error code (for the vectors that push one), then `rip`, `cs`, `rflags`, `rsp`, `ss`.
-#[cfg_attr(not(test), allow(dead_code, reason = "crash dumps and the gdb stub read it next"))]
-pub(crate) fn fault_frame_addr(vector: u8) -> u64 {
-    FAULT_STACK_TOP - if has_error_code(vector) { 48 } else { 40 }
-}
-
-/// Guest address where the stub for `vector` saved the guest's `rax`.
-#[cfg_attr(not(test), allow(dead_code, reason = "crash dumps and the gdb stub read it next"))]
-pub(crate) fn saved_rax_addr(vector: u8) -> u64 {
-    fault_frame_addr(vector) - 8
 }
 
 fn put_u64(buf: &mut [u8], at: usize, v: u64) {
@@ -426,9 +563,55 @@ mod tests {
 
     #[test]
     fn the_saved_rax_sits_just_below_the_frame_on_the_fault_stack() {
-        assert_eq!(saved_rax_addr(14), FAULT_STACK_TOP - 56);
-        assert_eq!(saved_rax_addr(3), FAULT_STACK_TOP - 48);
-        assert!(saved_rax_addr(14) >= FAULT_STACK_ADDR);
+        assert_eq!(ExceptionFrame::saved_rax_address(14), FAULT_STACK_TOP - 56);
+        assert_eq!(ExceptionFrame::saved_rax_address(3), FAULT_STACK_TOP - 48);
+        assert!(ExceptionFrame::saved_rax_address(14) >= FAULT_STACK_ADDR);
+    }
+
+    #[test]
+    fn the_entry_segments_match_their_descriptors_in_the_gdt() {
+        let gdt = gdt();
+        for (d, sel) in [(USER_CODE_SEGMENT, USER_CS), (USER_DATA_SEGMENT, USER_DS), (TASK_SEGMENT, TSS_SEL)] {
+            let desc = descriptor(&gdt, sel);
+            assert_eq!(d.selector, sel);
+            assert_eq!(
+                (d.present, d.dpl, d.code_or_data, d.long, d.big),
+                (desc.present, desc.dpl, desc.code_or_data, desc.long, desc.default_big),
+                "{sel:#x}"
+            );
+            assert_eq!(d.ty | u8::from(d.code_or_data), desc.ty, "{sel:#x}: type (accessed preset in the GDT)");
+        }
+        assert_eq!(ENTRY_EFER & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!(ENTRY_CR0 & (CR0_PE | CR0_PG | CR0_WP), CR0_PE | CR0_PG | CR0_WP);
+        assert_eq!(ENTRY_CR4 & CR4_PAE, CR4_PAE, "long mode needs PAE");
+        assert_eq!(ENTRY_RFLAGS & (1 << 9), 0, "interrupts stay disabled");
+    }
+
+    #[test]
+    fn exception_frames_decode_with_and_without_an_error_code() {
+        let words: Vec<u8> = (1..=6u64).flat_map(|w| (w * 0x1000).to_le_bytes()).collect();
+        let bytes: [u8; 48] = words.try_into().unwrap();
+        let pf = ExceptionFrame::decode(14, &bytes);
+        assert_eq!(
+            (pf.error_code, pf.rip, pf.cs, pf.rflags, pf.rsp, pf.ss),
+            (Some(0x1000), 0x2000, 0x3000, 0x4000, 0x5000, 0x6000)
+        );
+        assert_eq!(ExceptionFrame::address(14), FAULT_STACK_TOP - 48);
+        let ud = ExceptionFrame::decode(6, &bytes);
+        assert_eq!((ud.error_code, ud.rip, ud.ss), (None, 0x1000, 0x5000));
+        assert_eq!(ExceptionFrame::address(6), FAULT_STACK_TOP - 40);
+    }
+
+    #[test]
+    fn the_return_out_is_recognised_in_both_encodings_and_nothing_else_is() {
+        let ret = u64::from(port::RETURN);
+        assert_eq!(return_out_len(&[0xee, 0x90], ret), Some(1));
+        assert_eq!(return_out_len(&[0xee], ret + 1), None, "out dx, al to another port");
+        assert_eq!(return_out_len(&[0xe6, port::RETURN as u8], 0), Some(2));
+        assert_eq!(return_out_len(&[0xe6, port::LOG as u8], 0), None);
+        assert_eq!(return_out_len(&[0x66, 0x2e, 0xee], ret), Some(3), "prefixes count");
+        assert_eq!(return_out_len(&[0xef], ret), None, "out dx, eax is not the guest's crossing");
+        assert_eq!(return_out_len(&[], ret), None);
     }
 
     #[test]

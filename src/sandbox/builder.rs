@@ -1,84 +1,66 @@
-//! Configuring a sandbox: memory sizes, limits, host functions.
+//! Configuring sandboxes: memory sizes, limits, host functions, the per-sandbox data type.
 
-use super::{Shared, UninitSandbox};
-use crate::func::host::HostFunctions;
+use super::config::SandboxConfig;
+use super::stats::LogRecord;
+use super::{Limits, UninitSandbox};
 use crate::func::HostFunction;
 use crate::image::GuestImage;
 use crate::mem::MemoryConfig;
 use crate::Error;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A line the guest logged.
-#[derive(Debug, Clone)]
-pub struct LogRecord {
-    /// Level, as the guest chose it.
-    pub level: tracing::Level,
-    /// The text, sanitised (control characters escaped) and capped.
-    pub message: String,
-}
-
-pub(crate) type LogHook = Arc<dyn Fn(&LogRecord) + Send + Sync>;
-
-/// Per-call bounds on what a guest can make the host do, beyond the buffer sizes (which bound
-/// every message a guest writes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Host calls one guest call may make; more ends the call with `Error::LimitExceeded`.
-    pub max_host_calls: u64,
-    /// Bytes of log text one guest call may write; lines past it are dropped (with one warning).
-    pub max_log_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_host_calls: 1 << 20, max_log_bytes: 1 << 20 }
-    }
-}
-
-/// Default per-call deadline: generous for real work, finite so nothing hangs forever.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds sandboxes: memory sizes, limits and the host functions a guest may call.
 ///
 /// Nothing is exposed to the guest by default; every host function is registered here by name.
-/// A builder can be cloned to make many sandboxes with the same configuration.
-#[derive(Clone)]
-pub struct SandboxBuilder {
+/// A builder can be cloned to make many sandboxes with the same configuration. `T` is the
+/// host-side data each sandbox carries ([`Sandbox::data`](crate::Sandbox::data)), which host
+/// functions taking a [`Caller`](crate::Caller) reach; [`SandboxBuilder::new`] builds sandboxes
+/// without any (`T = ()`), [`SandboxBuilder::with_data`] with a type of the embedder's.
+pub struct SandboxBuilder<T = ()> {
     pub(crate) memory: MemoryConfig,
-    pub(crate) call_timeout: Option<Duration>,
-    pub(crate) host_fns: HostFunctions,
-    pub(crate) on_log: Option<LogHook>,
-    pub(crate) limits: Limits,
+    pub(crate) config: SandboxConfig<T>,
+    _data: PhantomData<fn() -> T>,
 }
 
-impl fmt::Debug for SandboxBuilder {
+impl<T> Clone for SandboxBuilder<T> {
+    fn clone(&self) -> Self {
+        SandboxBuilder { memory: self.memory, config: self.config.clone(), _data: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for SandboxBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SandboxBuilder")
             .field("memory", &self.memory)
-            .field("call_timeout", &self.call_timeout)
-            .field("host_fns", &self.host_fns)
+            .field("call_timeout", &self.config.call_timeout)
+            .field("limits", &self.config.limits)
+            .field("host_fns", &self.config.host_fns)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for SandboxBuilder {
+impl Default for SandboxBuilder<()> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl SandboxBuilder {
-    /// 16 MiB of memory, 2 MiB input and output buffers, a 256 KiB stack, a 10 s call deadline.
+impl SandboxBuilder<()> {
+    /// 16 MiB of memory, 2 MiB input and output buffers, a 256 KiB stack, a 10 s call deadline,
+    /// no host functions, no per-sandbox data.
     pub fn new() -> Self {
-        SandboxBuilder {
-            memory: MemoryConfig::default(),
-            call_timeout: Some(DEFAULT_CALL_TIMEOUT),
-            host_fns: HostFunctions::default(),
-            on_log: None,
-            limits: Limits::default(),
-        }
+        SandboxBuilder { memory: MemoryConfig::default(), config: SandboxConfig::default(), _data: PhantomData }
+    }
+}
+
+impl<T: Send + 'static> SandboxBuilder<T> {
+    /// As [`SandboxBuilder::new`], for sandboxes that carry data of type `T` (given to
+    /// [`build_with`](Self::build_with), or `T::default()` by [`build`](Self::build)).
+    pub fn with_data() -> Self {
+        SandboxBuilder { memory: MemoryConfig::default(), config: SandboxConfig::default(), _data: PhantomData }
     }
 
     /// Total guest memory in MiB (image, buffers, heap, stack; at most 256).
@@ -114,54 +96,70 @@ impl SandboxBuilder {
     /// Deadline of each call, initialisation included; `None` disables it (not recommended for
     /// untrusted guests).
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.call_timeout = timeout;
+        self.config.call_timeout = timeout;
         self
     }
 
     /// Per-call limits on host calls and log output.
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.config.limits = limits;
         self
     }
 
     /// Registers a host function the guest may call by `name`.
     ///
-    /// Any `Fn(A, B, ..) -> R` with up to 8 parameters of [`GuestValue`](crate::GuestValue)
-    /// types, returning a `GuestValue` or `Result<GuestValue, E>`. A name registered twice keeps
-    /// the last function.
-    pub fn host_fn<P, R, F: HostFunction<P, R>>(mut self, name: &str, f: F) -> Self {
-        self.host_fns.insert(name, f);
+    /// Any `Fn(A, B, ..) -> R`, or `Fn(Caller<'_, T>, A, B, ..) -> R` to reach the sandbox's
+    /// data, with up to 8 parameters of wire types (`i32`, `u32`, `i64`, `u64`, `f32`, `f64`,
+    /// `bool`, `String`, `Vec<u8>`, `()`), returning one or `Result<one, E>`. A name registered
+    /// twice keeps the last function.
+    pub fn host_fn<P, R, F: HostFunction<T, P, R>>(mut self, name: &str, f: F) -> Self {
+        self.config.host_fns.insert(name, f);
+        self
+    }
+
+    /// Lets a guest import host functions that are not registered: initialisation no longer
+    /// refuses it, and each call to one fails as not found (like Wasmtime's
+    /// `define_unknown_imports_as_traps`). An import registered with another signature is still
+    /// refused.
+    pub fn unknown_imports_as_traps(mut self, allow: bool) -> Self {
+        self.config.unknown_imports_as_traps = allow;
         self
     }
 
     /// Receives every line the guest logs (they also go to `tracing` at target `glint::guest`).
     pub fn on_log(mut self, hook: impl Fn(&LogRecord) + Send + Sync + 'static) -> Self {
-        self.on_log = Some(Arc::new(hook));
+        self.config.on_log = Some(Arc::new(hook));
         self
     }
 
-    /// Creates the partition for `image` and maps it; nothing runs yet.
+    /// Creates the partition for `image` and maps it, with `T::default()` as its data; nothing
+    /// runs yet.
     ///
     /// # Errors
     /// Invalid sizes, an image that does not fit, or KVM failing to create the VM.
-    pub fn build(&self, image: &GuestImage) -> Result<UninitSandbox, Error> {
-        UninitSandbox::new(
-            image.clone(),
-            Shared {
-                host_fns: self.host_fns.clone(),
-                on_log: self.on_log.clone(),
-                call_timeout: self.call_timeout,
-                limits: self.limits,
-            },
-            &self.memory,
-        )
+    pub fn build(&self, image: &GuestImage) -> Result<UninitSandbox<T>, Error>
+    where
+        T: Default,
+    {
+        self.build_with(image, T::default())
+    }
+
+    /// As [`build`](Self::build), with `data` as the sandbox's data.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn build_with(&self, image: &GuestImage, data: T) -> Result<UninitSandbox<T>, Error> {
+        UninitSandbox::new(image.clone(), self.config.clone(), &self.memory, data)
     }
 
     /// Loads the image at `path` and builds a sandbox for it.
     ///
     /// # Errors
     /// As [`GuestImage::from_file`] and [`SandboxBuilder::build`].
-    pub fn load_file(&self, path: impl AsRef<std::path::Path>) -> Result<UninitSandbox, Error> {
+    pub fn load_file(&self, path: impl AsRef<std::path::Path>) -> Result<UninitSandbox<T>, Error>
+    where
+        T: Default,
+    {
         self.build(&GuestImage::from_file(path)?)
     }
 }

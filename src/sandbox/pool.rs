@@ -8,9 +8,12 @@
 
 use super::template::Template;
 use super::{Sandbox, SandboxBuilder};
-use crate::func::{GuestParams, GuestValue, TypedFn};
+use crate::error::{ConfigError, PoolEmpty};
+use crate::func::TypedFn;
 use crate::image::GuestImage;
+use crate::vmm::{Doing, VmmError};
 use crate::{Error, Value};
+use glint_abi::convert::{EncodeParams, FromWire};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
@@ -72,39 +75,56 @@ pub struct PoolStats {
     pub create_failures: u64,
 }
 
-#[derive(Default)]
-struct State {
-    ready: Vec<Sandbox>,
-    to_restore: Vec<Sandbox>,
-    to_drop: Vec<Sandbox>,
+struct State<T> {
+    ready: Vec<Sandbox<T>>,
+    to_restore: Vec<Sandbox<T>>,
+    to_drop: Vec<Sandbox<T>>,
     waiting: usize,
     closed: bool,
-    last_create_error: Option<String>,
+    last_create_error: Option<Error>,
     stats: PoolStats,
 }
 
-impl State {
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State {
+            ready: Vec::new(),
+            to_restore: Vec::new(),
+            to_drop: Vec::new(),
+            waiting: 0,
+            closed: false,
+            last_create_error: None,
+            stats: PoolStats::default(),
+        }
+    }
+}
+
+impl<T> State<T> {
     fn owned(&self) -> usize {
         self.ready.len() + self.stats.lent + self.to_restore.len() + self.stats.creating
     }
 }
 
-struct Inner {
-    template: Template,
+/// Makes the host-side data of each sandbox the pool creates or takes back.
+type DataFactory<T> = Arc<dyn Fn() -> T + Send + Sync>;
+
+struct Inner<T> {
+    template: Template<T>,
+    new_data: DataFactory<T>,
     config: PoolConfig,
-    state: Mutex<State>,
+    state: Mutex<State<T>>,
     /// Signalled when a sandbox becomes ready.
     ready: Condvar,
     /// Signalled when the worker has something to do.
     work: Condvar,
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<T: Send + 'static> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn needs_create(&self, s: &State) -> bool {
+    fn needs_create(&self, s: &State<T>) -> bool {
         let wanted = self.config.ready_target.max(s.waiting);
         !s.closed && s.ready.len() + s.stats.creating < wanted && s.owned() < self.config.max_sandboxes
     }
@@ -116,7 +136,7 @@ impl Inner {
         loop {
             if s.closed {
                 let state = &mut *s;
-                let doomed: Vec<Sandbox> =
+                let doomed: Vec<Sandbox<T>> =
                     state.ready.drain(..).chain(state.to_restore.drain(..)).chain(state.to_drop.drain(..)).collect();
                 drop(s);
                 drop(doomed);
@@ -134,7 +154,7 @@ impl Inner {
             } else if self.needs_create(&s) {
                 s.stats.creating += 1;
                 drop(s);
-                let created = self.template.instantiate();
+                let created = self.template.instantiate_with((self.new_data)());
                 s = self.lock();
                 s.stats.creating -= 1;
                 match created {
@@ -145,9 +165,9 @@ impl Inner {
                         self.ready.notify_one();
                     }
                     Err(e) => {
-                        tracing::warn!("pool could not create a sandbox: {e}");
+                        tracing::warn!(error = %e, "pool could not create a sandbox");
                         s.stats.create_failures += 1;
-                        s.last_create_error = Some(e.to_string());
+                        s.last_create_error = Some(e);
                         // Do not spin on a persistent failure; waiters see the error.
                         self.ready.notify_all();
                         drop(s);
@@ -161,32 +181,27 @@ impl Inner {
         }
     }
 
-    fn lend(self: &Arc<Self>, sb: Sandbox) -> PooledSandbox {
+    fn lend(self: &Arc<Self>, sb: Sandbox<T>) -> PooledSandbox<T> {
         PooledSandbox { sandbox: Some(sb), pool: Arc::downgrade(self) }
     }
 
     /// Why `take` found nothing to lend, as it stands now.
-    fn exhausted(&self, s: &State) -> Error {
+    fn exhausted(&self, s: &State<T>) -> Error {
         let max = self.config.max_sandboxes;
-        let detail = if s.closed {
-            "the pool is shutting down".to_owned()
+        let why = if s.closed {
+            PoolEmpty::ShuttingDown
         } else if let Some(e) = &s.last_create_error {
-            format!("creating a sandbox failed: {e}")
+            PoolEmpty::CreationFailed(Box::new(e.clone()))
         } else if s.stats.lent >= max {
-            format!("all {} are lent out", s.stats.lent)
+            PoolEmpty::AllLent { lent: s.stats.lent }
         } else {
-            format!(
-                "{} lent out, {} being created, {} being restored; none ready in time",
-                s.stats.lent,
-                s.stats.creating,
-                s.to_restore.len()
-            )
+            PoolEmpty::NoneReadyInTime { lent: s.stats.lent, creating: s.stats.creating, restoring: s.to_restore.len() }
         };
-        Error::PoolExhausted { max, detail }
+        Error::PoolExhausted { max, why }
     }
 
     /// Returns a restored sandbox to the ready list, or schedules a failed one for teardown.
-    fn put_back(&self, s: &mut State, sb: Sandbox, restored: bool) {
+    fn put_back(&self, s: &mut State<T>, sb: Sandbox<T>, restored: bool) {
         if restored && !s.closed {
             s.stats.recycled += 1;
             s.ready.push(sb);
@@ -200,9 +215,11 @@ impl Inner {
         }
     }
 
-    fn give_back(&self, mut sb: Sandbox) {
-        // The checkout is over: its interrupt handles must never reach the next tenant.
+    fn give_back(&self, mut sb: Sandbox<T>) {
+        // The checkout is over: its interrupt handles must never reach the next tenant, nor its
+        // host-side data.
         sb.core.control.new_owner();
+        sb.core.data = (self.new_data)();
         // The caller may have changed the deadline; the next one gets the pool's.
         sb.set_call_timeout(self.template.call_timeout());
         if self.config.restore_in_background {
@@ -226,30 +243,48 @@ impl Inner {
 /// when given back. See the module docs for how it works.
 ///
 /// Dropping the pool stops its worker; sandboxes still lent out are torn down when given back.
-pub struct SandboxPool {
-    inner: Arc<Inner>,
+pub struct SandboxPool<T = ()> {
+    inner: Arc<Inner<T>>,
     worker: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for SandboxPool {
+impl<T: Send + 'static> std::fmt::Debug for SandboxPool<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SandboxPool").field("config", &self.inner.config).field("stats", &self.stats()).finish()
     }
 }
 
-impl SandboxPool {
-    /// Initialises `image` once with `builder`'s configuration and starts filling the pool.
+impl<T: Send + Default + 'static> SandboxPool<T> {
+    /// Initialises `image` once with `builder`'s configuration and starts filling the pool; each
+    /// sandbox's data is `T::default()`, made anew whenever a sandbox is given back.
     ///
     /// # Errors
-    /// Whatever building and initialising the first sandbox fails with; `InvalidConfig` for a
-    /// zero `max_sandboxes`.
-    pub fn new(builder: &SandboxBuilder, image: &GuestImage, config: PoolConfig) -> Result<SandboxPool, Error> {
+    /// Whatever building and initialising the first sandbox fails with;
+    /// [`ConfigError::EmptyPool`] for a zero `max_sandboxes`.
+    pub fn new(builder: &SandboxBuilder<T>, image: &GuestImage, config: PoolConfig) -> Result<SandboxPool<T>, Error> {
+        SandboxPool::with_data(builder, image, config, T::default)
+    }
+}
+
+impl<T: Send + 'static> SandboxPool<T> {
+    /// As [`SandboxPool::new`], with `new_data` making each sandbox's data: for every sandbox
+    /// created, and again whenever one is given back, so no checkout sees another's.
+    ///
+    /// # Errors
+    /// As [`SandboxPool::new`].
+    pub fn with_data(
+        builder: &SandboxBuilder<T>,
+        image: &GuestImage,
+        config: PoolConfig,
+        new_data: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Result<SandboxPool<T>, Error> {
         if config.max_sandboxes == 0 {
-            return Err(Error::InvalidConfig { what: "pool size", detail: "max_sandboxes must be at least 1".into() });
+            return Err(ConfigError::EmptyPool.into());
         }
-        let template = Template::new(builder, image)?;
+        let template = Template::new_with(builder, image, new_data())?;
         let inner = Arc::new(Inner {
             template,
+            new_data: Arc::new(new_data),
             config,
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
@@ -259,7 +294,7 @@ impl SandboxPool {
         let worker = std::thread::Builder::new()
             .name("glint-pool".into())
             .spawn(move || worker_inner.work())
-            .map_err(|e| Error::OutOfMemory { detail: format!("cannot start the pool worker thread: {e}") })?;
+            .map_err(|e| VmmError::System { call: "clone", doing: Doing::StartingThread, source: Arc::new(e) })?;
         Ok(SandboxPool { inner, worker: Some(worker) })
     }
 
@@ -267,7 +302,7 @@ impl SandboxPool {
     ///
     /// # Errors
     /// [`Error::PoolExhausted`] when none is ready and the policy is `Fail` or the wait timed out.
-    pub fn take(&self) -> Result<PooledSandbox, Error> {
+    pub fn take(&self) -> Result<PooledSandbox<T>, Error> {
         let inner = &self.inner;
         let mut s = inner.lock();
         let deadline = match inner.config.when_empty {
@@ -287,7 +322,7 @@ impl SandboxPool {
                 if !s.closed && s.owned() < inner.config.max_sandboxes {
                     s.stats.creating += 1;
                     drop(s);
-                    let created = inner.template.instantiate();
+                    let created = inner.template.instantiate_with((inner.new_data)());
                     s = inner.lock();
                     s.stats.creating -= 1;
                     return match created {
@@ -299,7 +334,7 @@ impl SandboxPool {
                         }
                         Err(e) => {
                             s.stats.create_failures += 1;
-                            s.last_create_error = Some(e.to_string());
+                            s.last_create_error = Some(e.clone());
                             Err(e)
                         }
                     };
@@ -331,7 +366,7 @@ impl SandboxPool {
     ///
     /// # Errors
     /// As [`SandboxPool::take`] and [`TypedFn::call`].
-    pub fn call_typed<P: GuestParams, R: GuestValue>(&self, f: &TypedFn<P, R>, args: P) -> Result<R, Error> {
+    pub fn call_typed<P: EncodeParams, R: FromWire>(&self, f: &TypedFn<P, R>, args: P) -> Result<R, Error> {
         f.call(&mut *self.take()?, args)
     }
 
@@ -339,8 +374,8 @@ impl SandboxPool {
     ///
     /// # Errors
     /// [`Error::NoSuchFunction`] or [`Error::SignatureMismatch`].
-    pub fn typed_fn<P: GuestParams, R: GuestValue>(&self, name: &str) -> Result<TypedFn<P, R>, Error> {
-        self.inner.template.exports().typed_fn(name, self.inner.template.image().id())
+    pub fn typed_fn<P: EncodeParams, R: FromWire>(&self, name: &str) -> Result<TypedFn<P, R>, Error> {
+        self.inner.template.functions().typed_fn(name, self.inner.template.image().id())
     }
 
     /// Blocks until `n` sandboxes are ready (capped by the pool size) or `timeout` passes;
@@ -364,7 +399,7 @@ impl SandboxPool {
     }
 
     /// The template every sandbox of the pool is made from.
-    pub fn template(&self) -> &Template {
+    pub fn template(&self) -> &Template<T> {
         &self.inner.template
     }
 
@@ -375,9 +410,9 @@ impl SandboxPool {
     }
 }
 
-impl Drop for SandboxPool {
+impl<T> Drop for SandboxPool<T> {
     fn drop(&mut self) {
-        self.inner.lock().closed = true;
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
         self.inner.work.notify_all();
         self.inner.ready.notify_all();
         if let Some(w) = self.worker.take() {
@@ -388,32 +423,32 @@ impl Drop for SandboxPool {
 
 /// A sandbox lent by a [`SandboxPool`]; dereferences to [`Sandbox`]. Dropping it gives it back:
 /// it is restored to its initial state (or replaced if that fails) before anyone else gets it.
-pub struct PooledSandbox {
-    sandbox: Option<Sandbox>,
-    pool: Weak<Inner>,
+pub struct PooledSandbox<T: Send + 'static = ()> {
+    sandbox: Option<Sandbox<T>>,
+    pool: Weak<Inner<T>>,
 }
 
-impl std::fmt::Debug for PooledSandbox {
+impl<T: Send + 'static> std::fmt::Debug for PooledSandbox<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("PooledSandbox").field(&self.sandbox).finish()
     }
 }
 
-impl Deref for PooledSandbox {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
+impl<T: Send + 'static> Deref for PooledSandbox<T> {
+    type Target = Sandbox<T>;
+    fn deref(&self) -> &Sandbox<T> {
         // `sandbox` is `Some` from construction until `drop`.
         self.sandbox.as_ref().unwrap_or_else(|| unreachable!("PooledSandbox used after drop"))
     }
 }
 
-impl DerefMut for PooledSandbox {
-    fn deref_mut(&mut self) -> &mut Sandbox {
+impl<T: Send + 'static> DerefMut for PooledSandbox<T> {
+    fn deref_mut(&mut self) -> &mut Sandbox<T> {
         self.sandbox.as_mut().unwrap_or_else(|| unreachable!("PooledSandbox used after drop"))
     }
 }
 
-impl Drop for PooledSandbox {
+impl<T: Send + 'static> Drop for PooledSandbox<T> {
     fn drop(&mut self) {
         let Some(sb) = self.sandbox.take() else { return };
         match self.pool.upgrade() {

@@ -1,55 +1,25 @@
-//! The run loop: enter the guest, serve its crossings, turn every other exit into an error.
+//! The call cycle and the run loop: write the call, enter the guest, serve its crossings, turn
+//! every other exit into a typed error, decode the result.
 
-use super::builder::LogRecord;
-use super::Core;
-use crate::error::{sanitize, FaultKind, GuestFault};
-use crate::func::host::{BoxError, HostCallFailure};
-use crate::mem::layout::FAULT_STACK_TOP;
-use crate::mem::x86::has_error_code;
+use super::core::Core;
+use super::stats::{CallStats, LogRecord};
+use crate::error::{sanitize, Crash, GuestFault, HostError, Limit, Message, PanicPayload, ProtocolError};
+use crate::func::host::HostCallFailure;
+use crate::mem::layout::Layout;
+use crate::mem::x86::ExceptionFrame;
 use crate::vmm::interrupt::StopReason;
-use crate::vmm::Exit;
-use crate::Error;
-use glint_abi::wire::{self, Full};
-use glint_abi::{code, port};
+use crate::vmm::{Exit, GuestMemory, Vcpu};
+use crate::{Error, FaultKind};
+use glint_abi::code::{CallError, HostCallError, LogLevel};
+use glint_abi::wire::{self, Full, Sink};
+use glint_abi::{port, ValueRef, ValueType};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// A host function failure during a call, kept to explain a guest failure that follows it.
+/// The last host call of a guest call that failed, kept to explain a guest failure that passes
+/// it on.
 pub(crate) enum HostFailure {
-    Failed { name: String, source: BoxError, message: String },
-    NotFound { name: String, message: String },
-}
-
-impl HostFailure {
-    /// The message the guest received, sanitised as guest text is.
-    pub(crate) fn message(&self) -> &str {
-        match self {
-            HostFailure::Failed { message, .. } | HostFailure::NotFound { message, .. } => message,
-        }
-    }
-}
-
-/// The message of a caught panic, when it is text.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
-}
-
-/// What the last call did, for metrics and for spotting exit storms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallStats {
-    /// VM exits, the final one included.
-    pub exits: u64,
-    /// Host calls the guest made.
-    pub host_calls: u64,
-    /// Log lines the guest wrote.
-    pub log_lines: u64,
-    /// Bytes of log text the guest wrote (kept or dropped).
-    pub log_bytes: u64,
-    /// Log lines dropped because the call exceeded its log budget.
-    pub log_lines_dropped: u64,
+    Failed { name: String, source: HostError },
+    NotFound { name: String },
 }
 
 /// What a completed call left in the output buffer.
@@ -58,7 +28,82 @@ pub(crate) struct CallOutput {
     pub(crate) host_failure: Option<HostFailure>,
 }
 
-impl Core {
+/// Copies the frame in the output buffer out of guest memory, once, checked against the buffer's
+/// size.
+fn read_output(memory: &impl GuestMemory, layout: &Layout, message: Message) -> Result<Vec<u8>, Error> {
+    let mut prefix = [0u8; wire::LEN_PREFIX];
+    memory.read(layout.output_addr, &mut prefix)?;
+    let capacity = usize::try_from(layout.output_size).unwrap_or(usize::MAX);
+    let len = wire::frame_len(prefix, capacity).map_err(|source| ProtocolError::Malformed { message, source })?;
+    let mut body = vec![0u8; len];
+    memory.read(layout.output_addr + wire::LEN_PREFIX as u64, &mut body)?;
+    Ok(body)
+}
+
+impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
+    /// One guest call: encode, enter, serve host calls, decode.
+    pub(super) fn call<R>(
+        &mut self,
+        index: u32,
+        name: &str,
+        argc: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Full>,
+        result: ValueType,
+        convert: impl FnOnce(ValueRef<'_>) -> Option<R>,
+    ) -> Result<R, Error> {
+        let _span = tracing::info_span!("guest_call", function = name).entered();
+        self.check_not_poisoned()?;
+        let frame = wire::frame_vec(|v| {
+            wire::put_call_head(v, index, argc)?;
+            encode(v)
+        });
+        let too_large = |size| Error::ArgumentsTooLarge { name: name.to_owned(), size, limit: self.layout.input_size };
+        let frame = frame.map_err(|_| too_large(usize::MAX))?;
+        if frame.len() as u64 > self.layout.input_size {
+            return Err(too_large(frame.len()));
+        }
+        self.memory.write(self.layout.input_addr, &frame)?;
+        let outcome = self.run_call(name)?;
+        let decoded = match wire::read_outcome(&outcome.body) {
+            Ok(d) => d,
+            Err(source) => {
+                return Err(self.poison(ProtocolError::Malformed { message: Message::CallResult, source }.into()))
+            }
+        };
+        let function = || name.to_owned();
+        match decoded {
+            wire::Outcome::Ok(v) if v.ty() == result => match convert(v) {
+                Some(r) => Ok(r),
+                None => Err(self.poison(
+                    ProtocolError::WrongResultType { function: function(), declared: result, actual: v.ty() }.into(),
+                )),
+            },
+            wire::Outcome::Ok(v) => Err(self.poison(
+                ProtocolError::WrongResultType { function: function(), declared: result, actual: v.ty() }.into(),
+            )),
+            wire::Outcome::Err { code, message } => {
+                let message = sanitize(message);
+                Err(match (CallError::from_number(code), outcome.host_failure) {
+                    (Some(CallError::HostCallFailed), Some(HostFailure::Failed { name, source })) => {
+                        Error::HostFunction { name, source }
+                    }
+                    (Some(CallError::HostCallFailed), Some(HostFailure::NotFound { name })) => {
+                        Error::NoSuchHostFunction { name }
+                    }
+                    // A guest that reports a host-call failure when none failed has its own
+                    // reason; report its message as its own.
+                    (Some(CallError::HostCallFailed | CallError::FunctionFailed | CallError::ResultTooLarge), _) => {
+                        Error::GuestFunction { name: function(), message }
+                    }
+                    (Some(CallError::NoSuchFunction), _) => Error::NoSuchFunction { name: function() },
+                    (Some(CallError::BadArguments) | None, _) => {
+                        self.poison(ProtocolError::UnexpectedCode { function: function(), code }.into())
+                    }
+                })
+            }
+        }
+    }
+
     /// Runs until the guest returns (initialisation).
     pub(super) fn run_to_return(&mut self) -> Result<Vec<u8>, Error> {
         self.run_call("<init>").map(|o| o.body)
@@ -70,15 +115,16 @@ impl Core {
     /// unwinds out of here, the guest is stopped mid-call and must not be entered again before a
     /// restore (its next exit would hand the next caller this call's result).
     pub(super) fn run_call(&mut self, name: &str) -> Result<CallOutput, Error> {
-        self.poisoned = Some("a call was interrupted by a panic that unwound out of glint".into());
+        self.poisoned =
+            Some(Box::new(Error::CallbackPanicked { callback: "embedder", panic: PanicPayload::unwound() }));
         let result = self.run_inner(name);
         self.poisoned = None;
         result.map_err(|e| self.poison(e))
     }
 
     fn run_inner(&mut self, name: &str) -> Result<CallOutput, Error> {
-        let timeout = self.shared.call_timeout;
-        let guard = self.control.begin(self.partition.immediate_exit_ptr(), timeout);
+        let timeout = self.config.call_timeout;
+        let guard = self.control.begin(self.vcpu.immediate_exit(), timeout);
         let mut host_failure = None;
         self.stats = CallStats::default();
         loop {
@@ -90,15 +136,15 @@ impl Core {
                 });
             }
             guard.in_guest(true);
-            let exit = self.partition.run();
+            let exit = self.vcpu.run();
             guard.in_guest(false);
             let exit = exit?;
             self.stats.exits += 1;
             match exit {
-                Exit::Interrupted => self.partition.clear_immediate_exit(),
+                Exit::Interrupted => self.vcpu.clear_immediate_exit(),
                 Exit::Out { port: p, size: 1, value } => match p {
                     port::RETURN => {
-                        let body = self.read_output()?;
+                        let body = read_output(&self.memory, &self.layout, Message::CallResult)?;
                         tracing::trace!(
                             function = name,
                             exits = self.stats.exits,
@@ -110,11 +156,9 @@ impl Core {
                     }
                     port::HOST_CALL => {
                         self.stats.host_calls += 1;
-                        if self.stats.host_calls > self.shared.limits.max_host_calls {
-                            return Err(Error::LimitExceeded {
-                                what: "host calls per guest call",
-                                limit: self.shared.limits.max_host_calls,
-                            });
+                        let limit = self.config.limits.max_host_calls;
+                        if self.stats.host_calls > limit {
+                            return Err(Error::LimitExceeded { limit: Limit::HostCalls, value: limit });
                         }
                         if let Some(f) = self.host_call()? {
                             host_failure = Some(f);
@@ -123,125 +167,97 @@ impl Core {
                     port::LOG => self.log()?,
                     port::ABORT => return Err(self.abort()?),
                     port::EXCEPTION => return Err(self.fault(value)?),
-                    other => return Err(Error::Protocol { detail: format!("write to port {other:#x}") }),
+                    port => return Err(ProtocolError::UnknownPort { port }.into()),
                 },
-                Exit::Out { port: p, size, .. } => {
-                    return Err(Error::Protocol {
-                        detail: format!("{size}-byte write to port {p:#x}; glint ports take 1 byte"),
-                    })
-                }
-                Exit::In { port: p } => return Err(Error::Protocol { detail: format!("read from port {p:#x}") }),
+                Exit::Out { port, size, .. } => return Err(ProtocolError::PortWidth { port, size }.into()),
+                Exit::In { port } => return Err(ProtocolError::PortRead { port }.into()),
                 Exit::Mmio { addr, write } => return Err(Error::MemoryViolation { addr, write }),
-                Exit::Hlt => return Err(Error::GuestCrashed { reason: "the vCPU halted".into() }),
-                Exit::Shutdown => {
-                    return Err(Error::GuestCrashed {
-                        reason: "triple fault (the exception handlers themselves faulted)".into(),
-                    })
-                }
-                Exit::InternalError => {
-                    return Err(Error::GuestCrashed {
-                        reason: "KVM internal error (the guest could not be emulated)".into(),
-                    })
-                }
-                Exit::FailEntry(code) => {
-                    return Err(Error::GuestCrashed {
-                        reason: format!("the vCPU could not be entered (reason {code:#x})"),
-                    })
-                }
-                Exit::Other(what) => return Err(Error::GuestCrashed { reason: format!("unexpected exit {what}") }),
+                Exit::Hlt => return Err(Error::GuestCrashed(Crash::Halted)),
+                Exit::Shutdown => return Err(Error::GuestCrashed(Crash::TripleFault)),
+                Exit::InternalError => return Err(Error::GuestCrashed(Crash::EmulationFailed)),
+                Exit::FailEntry(code) => return Err(Error::GuestCrashed(Crash::EntryFailed(code))),
+                Exit::Other(what) => return Err(Error::GuestCrashed(Crash::UnexpectedExit(what))),
             }
         }
     }
 
-    /// Copies the frame in the output buffer out of guest memory, once, checked against the
-    /// buffer's size.
-    fn read_output(&self) -> Result<Vec<u8>, Error> {
-        let mut prefix = [0u8; wire::LEN_PREFIX];
-        self.partition.read(self.layout.output_addr, &mut prefix)?;
-        let capacity = usize::try_from(self.layout.output_size).unwrap_or(usize::MAX);
-        let len =
-            wire::frame_len(prefix, capacity).map_err(|e| Error::Protocol { detail: format!("output frame: {e}") })?;
-        let mut body = vec![0u8; len];
-        self.partition.read(self.layout.output_addr + wire::LEN_PREFIX as u64, &mut body)?;
-        Ok(body)
+    /// Writes a host-call response frame into the input buffer: `outcome` is the body, or `None`
+    /// when it could not be encoded.
+    fn respond(&mut self, outcome: Option<Vec<u8>>) -> Result<(), Error> {
+        let input_size = self.layout.input_size;
+        let refusal = |detail: &str| {
+            wire::frame_vec(|v| wire::put_err(v, HostCallError::Refused.number(), detail.as_bytes()))
+                .unwrap_or_default()
+        };
+        let frame = match outcome.and_then(|body| wire::frame_vec(|v| v.put(&body)).ok()) {
+            Some(f) if f.len() as u64 <= input_size => f,
+            Some(f) => refusal(&format!("result of {} bytes exceeds the {input_size}-byte input buffer", f.len())),
+            None => refusal("result cannot be encoded"),
+        };
+        self.memory.write(self.layout.input_addr, &frame).map_err(Error::from)
     }
 
-    /// Writes a host-call response frame into the input buffer.
-    fn respond(&mut self, frame: Result<Vec<u8>, Full>) -> Result<(), Error> {
-        let refused = |detail: String| {
-            wire::frame_vec(|v| wire::put_err(v, code::host_call::REFUSED, detail.as_bytes()))
-                .map_err(|_| Error::Protocol { detail: "cannot encode a host-call refusal".into() })
-        };
-        let frame = match frame {
-            Ok(f) if f.len() as u64 <= self.layout.input_size => f,
-            Ok(f) => refused(format!(
-                "result of {} bytes exceeds the {}-byte input buffer",
-                f.len(),
-                self.layout.input_size
-            ))?,
-            Err(Full) => refused("result cannot be encoded".into())?,
-        };
-        self.partition.write(self.layout.input_addr, &frame)
+    fn respond_err(&mut self, code: HostCallError, message: &str) -> Result<(), Error> {
+        let mut body = Vec::new();
+        let _ = wire::put_err(&mut body, code.number(), message.as_bytes());
+        self.respond(Some(body))
     }
 
     fn host_call(&mut self) -> Result<Option<HostFailure>, Error> {
-        let body = self.read_output()?;
+        let body = read_output(&self.memory, &self.layout, Message::HostCall)?;
         let (name, argc, args) = wire::read_host_call_head(&body)
-            .map_err(|e| Error::Protocol { detail: format!("malformed host call: {e}") })?;
+            .map_err(|source| ProtocolError::Malformed { message: Message::HostCall, source })?;
         // `?name`: Debug escapes control characters a guest may have put in the name.
         let _span = tracing::info_span!("host_call", function = ?name).entered();
-        let Some(f) = self.shared.host_fns.get(name) else {
+        let Some(f) = self.config.host_fns.get(name) else {
             tracing::debug!(function = ?name, "guest called an unregistered host function");
-            let msg = format!("no host function named `{name}`");
-            self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::NOT_FOUND, msg.as_bytes())))?;
-            let message = sanitize(msg.as_bytes());
-            return Ok(Some(HostFailure::NotFound { name: sanitize(name.as_bytes()), message }));
+            self.respond_err(HostCallError::NotFound, &format!("no host function named `{name}`"))?;
+            return Ok(Some(HostFailure::NotFound { name: sanitize(name.as_bytes()) }));
         };
         let call = f.call.clone();
-        let outcome = catch_unwind(AssertUnwindSafe(|| call(args, argc)));
-        match outcome {
-            Err(panic) => Err(Error::HostFunctionPanicked { name: name.to_owned(), message: panic_message(&*panic) }),
-            Ok(Ok(value)) => {
-                self.respond(wire::frame_vec(|v| wire::put_ok(v, value.as_value_ref())))?;
+        let mut out = Vec::new();
+        let data = &mut self.data;
+        match catch_unwind(AssertUnwindSafe(|| call(data, args, argc, &mut out))) {
+            Err(panic) => Err(Error::HostFunctionPanicked { name: name.to_owned(), panic: PanicPayload::of(&*panic) }),
+            Ok(Ok(())) => {
+                self.respond(Some(out))?;
                 Ok(None)
             }
-            Ok(Err(HostCallFailure::BadArguments(msg))) => {
-                let msg = format!("`{name}` {msg}");
-                self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::BAD_ARGUMENTS, msg.as_bytes())))?;
+            Ok(Err(HostCallFailure::BadArguments(e))) => {
+                self.respond_err(HostCallError::BadArguments, &format!("`{name}` {e}"))?;
                 Ok(None)
             }
             Ok(Err(HostCallFailure::Failed(source))) => {
-                let msg = source.to_string();
-                self.respond(wire::frame_vec(|v| wire::put_err(v, code::host_call::FAILED, msg.as_bytes())))?;
-                Ok(Some(HostFailure::Failed { name: name.to_owned(), source, message: sanitize(msg.as_bytes()) }))
+                self.respond_err(HostCallError::Failed, &source.to_string())?;
+                Ok(Some(HostFailure::Failed { name: name.to_owned(), source: source.into() }))
             }
         }
     }
 
     fn log(&mut self) -> Result<(), Error> {
-        let body = self.read_output()?;
+        let body = read_output(&self.memory, &self.layout, Message::Log)?;
         let (level, message) =
-            wire::read_log(&body).map_err(|e| Error::Protocol { detail: format!("malformed log message: {e}") })?;
+            wire::read_log(&body).map_err(|source| ProtocolError::Malformed { message: Message::Log, source })?;
         self.stats.log_lines += 1;
-        let budget = self.shared.limits.max_log_bytes.saturating_sub(self.stats.log_bytes);
+        let budget = self.config.limits.max_log_bytes.saturating_sub(self.stats.log_bytes);
         self.stats.log_bytes = self.stats.log_bytes.saturating_add(message.len() as u64);
         if (message.len() as u64) > budget {
             if self.stats.log_lines_dropped == 0 {
                 tracing::warn!(
                     target: "glint::guest",
-                    limit = self.shared.limits.max_log_bytes,
+                    limit = self.config.limits.max_log_bytes,
                     "guest log output exceeds the per-call limit; dropping the rest"
                 );
             }
             self.stats.log_lines_dropped += 1;
             return Ok(());
         }
-        let level = match level {
-            code::log_level::ERROR => tracing::Level::ERROR,
-            code::log_level::WARN => tracing::Level::WARN,
-            code::log_level::DEBUG => tracing::Level::DEBUG,
-            code::log_level::TRACE => tracing::Level::TRACE,
-            _ => tracing::Level::INFO,
+        let level = match LogLevel::from_number(level) {
+            Some(LogLevel::Error) => tracing::Level::ERROR,
+            Some(LogLevel::Warn) => tracing::Level::WARN,
+            Some(LogLevel::Debug) => tracing::Level::DEBUG,
+            Some(LogLevel::Trace) => tracing::Level::TRACE,
+            Some(LogLevel::Info) | None => tracing::Level::INFO,
         };
         let record = LogRecord { level, message: sanitize(message) };
         match level {
@@ -251,30 +267,41 @@ impl Core {
             tracing::Level::DEBUG => tracing::debug!(target: "glint::guest", message = %record.message),
             tracing::Level::TRACE => tracing::trace!(target: "glint::guest", message = %record.message),
         }
-        if let Some(hook) = &self.shared.on_log {
+        if let Some(hook) = &self.config.on_log {
             catch_unwind(AssertUnwindSafe(|| hook(&record)))
-                .map_err(|panic| Error::CallbackPanicked { callback: "on_log", message: panic_message(&*panic) })?;
+                .map_err(|panic| Error::CallbackPanicked { callback: "on_log", panic: PanicPayload::of(&*panic) })?;
         }
         Ok(())
     }
 
     fn abort(&self) -> Result<Error, Error> {
-        let body = self.read_output()?;
+        let body = read_output(&self.memory, &self.layout, Message::Abort)?;
         Ok(match wire::read_abort(&body) {
             Ok((_code, message)) => Error::GuestPanic { message: sanitize(message) },
-            Err(e) => Error::Protocol { detail: format!("malformed abort message: {e}") },
+            Err(source) => ProtocolError::Malformed { message: Message::Abort, source }.into(),
         })
+    }
+
+    /// The CPU's exception frame for `vector`, read from the fault stack.
+    pub(super) fn exception_frame(&self, vector: u8) -> Result<ExceptionFrame, Error> {
+        let mut bytes = [0u8; 48];
+        let size = ExceptionFrame::size(vector) as usize;
+        self.memory.read(ExceptionFrame::address(vector), bytes.get_mut(..size).unwrap_or(&mut []))?;
+        Ok(ExceptionFrame::decode(vector, &bytes))
     }
 
     /// Builds the fault report from the exception frame the CPU pushed on the fault stack.
     fn fault(&self, vector: u8) -> Result<Error, Error> {
-        let has_code = has_error_code(vector);
-        let frame = FAULT_STACK_TOP - if has_code { 48 } else { 40 };
-        let error_code = if has_code { Some(self.partition.read_u64(frame)?) } else { None };
-        let rip = self.partition.read_u64(frame + if has_code { 8 } else { 0 })?;
+        let frame = self.exception_frame(vector)?;
         let kind = FaultKind::from_vector(vector);
-        let address = if kind == FaultKind::PageFault { Some(self.partition.sregs().cr2) } else { None };
+        let address = if kind == FaultKind::PageFault { Some(self.vcpu.fault_address()) } else { None };
         let stack_overflow = address.is_some_and(|a| a >= self.layout.guard_addr && a < self.layout.stack_addr);
-        Ok(Error::GuestFault(GuestFault { kind, rip, address, error_code, stack_overflow }))
+        Ok(Error::GuestFault(GuestFault {
+            kind,
+            rip: frame.rip,
+            address,
+            error_code: frame.error_code,
+            stack_overflow,
+        }))
     }
 }

@@ -6,13 +6,14 @@
 //! matched falls back to every page ever written, which is still bounded by what the guest
 //! touched, not by the size of its memory.
 
-use super::{Core, Sandbox};
+use super::core::Core;
+use crate::error::SnapshotMismatch;
 use crate::mem::layout::Layout;
 use crate::mem::shared::SharedMemory;
-use crate::vmm::VcpuState;
+use crate::mem::x86;
+use crate::vmm::{Doing, GuestMemory, Restore, Vcpu, VcpuState, VmmError};
 use crate::Error;
 use glint_abi::layout::PAGE_SIZE;
-use glint_abi::port;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -154,49 +155,35 @@ fn or_into(acc: &mut [u64], more: &[u64]) {
 
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
 
-impl Core {
+impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
     /// Folds the pages written since the last sync into `written` and returns them.
     fn sync_dirty(&mut self) -> Result<Vec<u64>, Error> {
-        let dirty = self.partition.take_dirty()?;
+        let dirty = self.memory.take_dirty()?;
         or_into(&mut self.written, &dirty);
         Ok(dirty)
     }
 
-    /// Where the guest resumes after the RETURN exit it is stopped at.
-    ///
-    /// Hardware KVM reports an `out` exit with `rip` still on the instruction and skips it on the
-    /// next KVM_RUN only if `rip` is unchanged; kvm_pvm emulates the `out` and reports `rip`
-    /// after it. A snapshot must hold the address after the `out` in both cases, so we decode the
-    /// instruction at `rip`: if it is an `out` to the RETURN port, we step over it.
+    /// Where the guest resumes after the RETURN exit it is stopped at: past the `out` whichever
+    /// way the hypervisor reports it (see [`x86::return_out_len`]).
     fn resume_rip(&self, state: &VcpuState) -> u64 {
-        let rip = state.rip();
+        let rip = state.regs.rip;
         let mut code = [0u8; 15];
-        if self.partition.read(rip, &mut code).is_err() {
+        if self.memory.read(rip, &mut code).is_err() {
             return rip;
         }
-        let prefixes = code
-            .iter()
-            .take_while(|&&b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x40..=0x4f | 0x64..=0x67 | 0xf0 | 0xf2 | 0xf3))
-            .count();
-        match (code.get(prefixes), code.get(prefixes + 1)) {
-            (Some(0xee), _) if state.rdx() & 0xffff == u64::from(port::RETURN) => rip + prefixes as u64 + 1,
-            (Some(0xe6), Some(&p)) if u16::from(p) == port::RETURN => rip + prefixes as u64 + 2,
-            _ => rip,
-        }
+        rip + x86::return_out_len(&code, state.regs.rdx).unwrap_or(0)
     }
 
     pub(super) fn snapshot(&mut self) -> Result<Snapshot, Error> {
-        if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned { cause: cause.clone() });
-        }
+        self.check_not_poisoned()?;
         let _span = tracing::info_span!("snapshot").entered();
         self.sync_dirty()?;
-        let mut index = vec![ZERO; self.partition.pages() as usize];
+        let mut index = vec![ZERO; self.memory.pages() as usize];
         let mut nonzero = vec![0u64; self.written.len()];
         let mut data = Vec::new();
         let mut page = [0u8; PAGE_SIZE as usize];
         for p in pages_in(&self.written) {
-            self.partition.read(p * PAGE_SIZE, &mut page)?;
+            self.memory.read(p * PAGE_SIZE, &mut page)?;
             if page.iter().all(|&b| b == 0) {
                 continue;
             }
@@ -206,10 +193,9 @@ impl Core {
                 data.extend_from_slice(&page);
             }
         }
-        let mut vcpu = self.partition.save_vcpu()?;
+        let mut vcpu = self.vcpu.save()?;
         if self.at_return {
-            let rip = self.resume_rip(&vcpu);
-            vcpu.set_rip(rip);
+            vcpu.regs.rip = self.resume_rip(&vcpu);
         }
         let id = next_id();
         self.base = id;
@@ -230,28 +216,28 @@ impl Core {
     pub(super) fn restore(&mut self, snap: &Snapshot) -> Result<(), Error> {
         let s = &snap.inner;
         if s.image != self.image.id() {
-            return Err(Error::SnapshotMismatch { reason: "it was taken from a sandbox of another image".into() });
+            return Err(Error::SnapshotMismatch(SnapshotMismatch::OtherImage));
         }
         if s.layout != self.layout {
-            return Err(Error::SnapshotMismatch {
-                reason: "it was taken from a sandbox with another memory layout".into(),
-            });
+            return Err(Error::SnapshotMismatch(SnapshotMismatch::OtherLayout));
         }
         let _span = tracing::info_span!("restore", snapshot = s.id).entered();
         let result = self.restore_inner(snap);
         match &result {
             Ok(()) => self.poisoned = None,
-            Err(e) => self.poisoned = Some(format!("restore failed: {e}")),
+            Err(e) => self.poisoned = Some(Box::new(e.clone())),
         }
         result
     }
 
     fn restore_inner(&mut self, snap: &Snapshot) -> Result<(), Error> {
         if std::mem::take(&mut self.fail_next_restore) {
-            return Err(Error::Kvm {
-                op: "restore (failure injected for testing)",
-                source: std::io::Error::from_raw_os_error(libc::EIO),
-            });
+            return Err(VmmError::ioctl_errno(
+                "KVM_SET_REGS (failure injected for testing)",
+                Doing::RestoringState,
+                libc::EIO,
+            )
+            .into());
         }
         let dirty = self.sync_dirty()?;
         // Memory equals `base` apart from the pages dirtied since. Any other snapshot (one taken
@@ -266,53 +252,16 @@ impl Core {
         let mut copied = 0u64;
         for p in pages_in(&pages) {
             let bytes = snap.page(p).unwrap_or(&ZERO_PAGE);
-            self.partition.write_untracked(p * PAGE_SIZE, bytes)?;
+            self.memory.write_untracked(p * PAGE_SIZE, bytes)?;
             copied += 1;
         }
         // A sandbox that failed may have run the exception stubs at CPL0: restore everything.
         // One that did not ran CPL3 code only, which cannot touch debug registers, XCR0 or MSRs.
-        if self.poisoned.is_some() {
-            self.partition.restore_vcpu(&snap.inner.vcpu)?;
-        } else {
-            self.partition.restore_vcpu_fast(&snap.inner.vcpu)?;
-        }
+        let how = if self.poisoned.is_some() { Restore::Full } else { Restore::AfterCleanCall };
+        self.vcpu.restore(&snap.inner.vcpu, how)?;
         self.base = snap.inner.id;
         self.at_return = false;
         tracing::trace!(pages = copied, "restored");
         Ok(())
-    }
-}
-
-impl Sandbox {
-    /// Captures memory and vCPU state so [`Sandbox::restore`] can return here.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] (a poisoned sandbox has nothing worth keeping), or a KVM failure.
-    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
-        self.core.snapshot()
-    }
-
-    /// Returns the sandbox to `snapshot`: memory, registers, FPU/SSE/AVX state, debug registers
-    /// and MSRs. Clears poisoning.
-    ///
-    /// # Errors
-    /// [`Error::SnapshotMismatch`] for a snapshot of another image or layout (the sandbox is
-    /// untouched); a KVM failure mid-way leaves the sandbox poisoned.
-    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
-        self.core.restore(snapshot)
-    }
-
-    /// The snapshot taken right after initialisation.
-    pub fn initial_snapshot(&self) -> &Snapshot {
-        &self.initial
-    }
-
-    /// Restores the state right after initialisation (see [`Sandbox::restore`]).
-    ///
-    /// # Errors
-    /// As [`Sandbox::restore`].
-    pub fn reset(&mut self) -> Result<(), Error> {
-        let initial = self.initial.clone();
-        self.core.restore(&initial)
     }
 }

@@ -11,6 +11,8 @@
 //! of any running call; starting a call costs two uncontended lock operations, no syscall unless
 //! the new deadline is the earliest.
 
+use super::error::{Doing, VmmError};
+use crate::error::ConfigError;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
@@ -104,19 +106,16 @@ static INSTALLING: Mutex<()> = Mutex::new(());
 /// sandbox is created; the signal is process-wide and fixed from then on.
 ///
 /// # Errors
-/// [`crate::Error::InvalidConfig`] when `offset` is outside `SIGRTMIN..=SIGRTMAX` or a sandbox
-/// was already created.
+/// [`ConfigError::SignalOutOfRange`] when `offset` is outside `SIGRTMIN..=SIGRTMAX`,
+/// [`ConfigError::SignalAlreadyChosen`] once a sandbox was created.
 pub fn set_interrupt_signal_offset(offset: i32) -> Result<(), crate::Error> {
-    let invalid = |detail: String| crate::Error::InvalidConfig { what: "interrupt signal", detail };
     let _installing = lock(&INSTALLING);
     if INSTALLED.get().is_some() {
-        return Err(invalid(format!(
-            "already SIGRTMIN+{}; choose it before creating a sandbox",
-            KICK_SIGNAL_OFFSET.load(Ordering::Relaxed)
-        )));
+        let current = KICK_SIGNAL_OFFSET.load(Ordering::Relaxed);
+        return Err(ConfigError::SignalAlreadyChosen { current }.into());
     }
     if offset < 0 || libc::SIGRTMIN() + offset > libc::SIGRTMAX() {
-        return Err(invalid(format!("SIGRTMIN+{offset} is not a real-time signal")));
+        return Err(ConfigError::SignalOutOfRange { offset }.into());
     }
     KICK_SIGNAL_OFFSET.store(offset, Ordering::Relaxed);
     Ok(())
@@ -160,24 +159,18 @@ fn install_handler() -> Result<(), crate::Error> {
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
-            return Err(crate::Error::Kvm { op: "sigaction", source: std::io::Error::last_os_error() });
+            return Err(VmmError::last_os("sigaction", Doing::InstallingSignal).into());
         }
         let ours = on_kick as *const () as usize;
         if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != ours {
-            return Err(crate::Error::InvalidConfig {
-                what: "interrupt signal",
-                detail: format!(
-                    "SIGRTMIN+{offset} already has a handler in this process; pick a free one with \
-                     glint::set_interrupt_signal_offset before creating sandboxes"
-                ),
-            });
+            return Err(ConfigError::SignalInUse { offset }.into());
         }
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = ours;
         sa.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(signal, &sa, std::ptr::null_mut()) != 0 {
-            return Err(crate::Error::Kvm { op: "sigaction", source: std::io::Error::last_os_error() });
+            return Err(VmmError::last_os("sigaction", Doing::InstallingSignal).into());
         }
     }
     let _ = INSTALLED.set(());

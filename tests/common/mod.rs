@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod elf;
+pub mod hostile;
 
 use glint::{GuestImage, Sandbox, SandboxBuilder};
 
@@ -52,9 +53,11 @@ impl std::fmt::Display for HostFailure {
 
 impl std::error::Error for HostFailure {}
 
-/// A builder with the host functions the test guest expects: `add`, `fail`, `hello`.
+/// A builder with the host functions the test guest expects (`add`, `fail`, `hello`, `boom`)
+/// and the one the hello guest imports (`greeting`).
 pub fn test_builder() -> SandboxBuilder {
     SandboxBuilder::new()
+        .host_fn("greeting", |name: String| format!("Hello, {name}"))
         .host_fn("add", |a: i32, b: i32| a.wrapping_add(b))
         .host_fn("fail", || -> Result<String, HostFailure> { Err(HostFailure("on purpose")) })
         .host_fn("hello", || String::from("hi from the host"))

@@ -28,6 +28,7 @@ struct Description {
     entry: u64,
     position_independent: bool,
     functions: Vec<Function>,
+    imports: Vec<Function>,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -43,6 +44,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 .iter()
                 .map(|e| Function { name: e.name.clone(), signature: e.signature.to_string() })
                 .collect(),
+            imports: sandbox
+                .imports()
+                .iter()
+                .map(|i| Function { name: i.name.clone(), signature: i.signature.to_string() })
+                .collect(),
         };
         println!("{}", serde_json::to_string(&d).unwrap_or_default());
         return Ok(());
@@ -57,6 +63,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
     println!("functions:");
     for e in sandbox.exports() {
         println!("  {}{}", e.name, e.signature);
+    }
+    println!("imports:");
+    for i in sandbox.imports() {
+        println!("  {}{}", i.name, i.signature);
     }
     Ok(())
 }

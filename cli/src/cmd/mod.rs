@@ -18,9 +18,12 @@ pub struct SandboxOptions {
 }
 
 impl SandboxOptions {
-    /// A builder with these options; guest log lines go to stderr, prefixed `guest: `.
+    /// A builder with these options; guest log lines go to stderr, prefixed `guest: `. The CLI
+    /// provides no host functions, so a guest's imports become stubs that fail when called
+    /// (see [`note_unprovided_imports`]) rather than a refusal to run at all.
     pub fn builder(&self) -> glint::SandboxBuilder {
-        let mut b = glint::SandboxBuilder::new().on_log(|r| eprintln!("guest: {}", r.message));
+        let mut b =
+            glint::SandboxBuilder::new().on_log(|r| eprintln!("guest: {}", r.message)).unknown_imports_as_traps(true);
         if let Some(ms) = self.timeout_ms {
             b = b.call_timeout(Some(Duration::from_millis(ms)));
         }
@@ -28,5 +31,16 @@ impl SandboxOptions {
             b = b.memory_mib(mib);
         }
         b
+    }
+}
+
+/// Says on stderr, once per import, that the guest imports a host function this command does
+/// not provide: calling it fails (the guest sees "not found").
+pub fn note_unprovided_imports(sandbox: &glint::Sandbox) {
+    for i in sandbox.imports() {
+        eprintln!(
+            "note: the guest imports `{}{}`, which glint's command line does not provide; calls to it fail",
+            i.name, i.signature
+        );
     }
 }

@@ -7,7 +7,7 @@ use glint::{Error, GuestImage};
 use std::path::PathBuf;
 
 /// Arguments are parsed by the function's declared parameter types: integers and floats in
-/// decimal, bool as true/false, String as given, Vec<u8> as hex (e.g. 0a0bff). `--` ends options.
+/// decimal, bool as true/false, String as given, `Vec<u8>` as hex (e.g. 0a0bff). `--` ends options.
 #[derive(Debug, clap::Args)]
 #[command(allow_negative_numbers = true)]
 pub struct Args {
@@ -35,6 +35,7 @@ struct Output<'a> {
 pub fn run(a: Args) -> Result<(), Failure> {
     let image = GuestImage::from_file(&a.guest)?;
     let mut sandbox = a.sandbox.builder().build(&image)?.init()?;
+    super::note_unprovided_imports(&sandbox);
     let sig = sandbox
         .signature(&a.function)
         .cloned()

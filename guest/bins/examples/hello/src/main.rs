@@ -10,13 +10,18 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use glint_guest::HostCallError;
 
+glint_guest::imports! {
+    /// The embedder registers this: it returns a greeting prefix for `name`.
+    fn greeting(name: &str) -> String;
+}
+
 fn add(a: i32, b: i32) -> i32 {
     a.wrapping_add(b)
 }
 
 /// Asks the host for a greeting prefix, so the call crosses the boundary twice.
 fn greet(name: String) -> Result<String, HostCallError> {
-    let prefix: String = glint_guest::host::call("greeting", (name.clone(),))?;
+    let prefix = greeting(&name)?;
     glint_guest::println!("greeting {name}");
     Ok(format!("{prefix}, {name}!"))
 }

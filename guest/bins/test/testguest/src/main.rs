@@ -76,6 +76,25 @@ fn host_probe(name: String) -> String {
 fn host_fail_propagates() -> Result<String, HostCallError> {
     glint_guest::host::call("fail", ())
 }
+/// Handles a host error and fails for a reason of its own that quotes it: the caller must get
+/// this function's error, not the host function's.
+fn host_fail_own_error() -> Result<String, String> {
+    match glint_guest::host::call::<String, _>("fail", ()) {
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("gave up after: {}", e.message)),
+    }
+}
+
+glint_guest::imports! {
+    /// Registered by the tests' builder (tests/common): `add(i32, i32) -> i32`.
+    fn add(a: i32, b: i32) -> i32;
+}
+
+/// Calls the declared import `add` through its typed wrapper.
+fn import_add(a: i32, b: i32) -> Result<i32, HostCallError> {
+    add(a, b)
+}
+
 fn log_lines(n: u32) -> u32 {
     for i in 0..n {
         glint_guest::println!("line {i}");
@@ -674,4 +693,6 @@ glint_guest::exports!(
     keep,
     debug_add,
     kept_sum,
+    host_fail_own_error,
+    import_add,
 );

@@ -1,0 +1,62 @@
+//! The configuration every sandbox of one builder shares: host functions, the log hook, the call
+//! deadline and the per-call limits.
+
+use super::stats::LogRecord;
+use crate::func::host::HostFunctions;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) type LogHook = Arc<dyn Fn(&LogRecord) + Send + Sync>;
+
+/// Per-call bounds on what a guest can make the host do, beyond the buffer sizes (which bound
+/// every message a guest writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Host calls one guest call may make; more ends the call with `Error::LimitExceeded`.
+    pub max_host_calls: u64,
+    /// Bytes of log text one guest call may write; lines past it are dropped (with one warning).
+    pub max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_host_calls: 1 << 20, max_log_bytes: 1 << 20 }
+    }
+}
+
+/// Default per-call deadline: generous for real work, finite so nothing hangs forever.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a builder gives each sandbox it builds (cheap to clone: the closures are shared).
+pub(crate) struct SandboxConfig<T> {
+    pub(crate) host_fns: HostFunctions<T>,
+    pub(crate) on_log: Option<LogHook>,
+    pub(crate) call_timeout: Option<Duration>,
+    pub(crate) limits: Limits,
+    /// Imports with no registered host function are allowed: calling one fails as not found.
+    pub(crate) unknown_imports_as_traps: bool,
+}
+
+impl<T> Clone for SandboxConfig<T> {
+    fn clone(&self) -> Self {
+        SandboxConfig {
+            host_fns: self.host_fns.clone(),
+            on_log: self.on_log.clone(),
+            call_timeout: self.call_timeout,
+            limits: self.limits,
+            unknown_imports_as_traps: self.unknown_imports_as_traps,
+        }
+    }
+}
+
+impl<T> Default for SandboxConfig<T> {
+    fn default() -> Self {
+        SandboxConfig {
+            host_fns: HostFunctions::default(),
+            on_log: None,
+            call_timeout: Some(DEFAULT_CALL_TIMEOUT),
+            limits: Limits::default(),
+            unknown_imports_as_traps: false,
+        }
+    }
+}
