@@ -31,8 +31,6 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-// Wired into the run loop once the core split lands; until then only its tests use it.
-#[allow(dead_code, reason = "wired into the run loop next")]
 mod debug;
 mod error;
 mod func;
@@ -41,9 +39,12 @@ mod mem;
 mod sandbox;
 mod vmm;
 
+pub use debug::core::CoreDumpLimits;
+#[cfg(feature = "gdb")]
+pub use debug::gdb::GdbServer;
 pub use error::{
-    ConfigError, Crash, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors, Limit, Message,
-    PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
+    ConfigError, Crash, DebuggerError, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors,
+    Limit, Message, PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
 };
 pub use func::{BoxError, Caller, HostFunction, HostParam, HostResult, Signature, TypedFn};
 pub use glint_abi::convert::{DecodeParams, EncodeParams, FromWire, ParamTypes, ToWire, WireType};

@@ -14,7 +14,7 @@
 //! each file is created with `O_CREAT | O_EXCL | O_NOFOLLOW` inside the configured directory, so
 //! a guest can neither make the host write elsewhere nor fill the disk.
 
-use super::{FpuRegs, GuestRegs, ProgramInfo, Region, Signal};
+use super::{FpuRegs, GuestRegs, ProgramInfo, Region, Signal, FXSAVE_SIZE};
 use crate::func::host::BoxError;
 use glint_abi::layout::PAGE_SIZE;
 use std::fs::OpenOptions;
@@ -38,6 +38,13 @@ impl Default for CoreDumpLimits {
     fn default() -> Self {
         CoreDumpLimits { max_bytes: 64 << 20, max_files: 16 }
     }
+}
+
+/// Where a sandbox writes its core files, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CoreDumpConfig {
+    pub dir: PathBuf,
+    pub limits: CoreDumpLimits,
 }
 
 /// Highest [`CoreDumpLimits::max_files`] honoured: every dump may probe that many names.
@@ -133,8 +140,6 @@ const PRSTATUS_REG: usize = 112;
 const PRPSINFO_SIZE: usize = 136;
 /// `siginfo_t`.
 const SIGINFO_SIZE: usize = 128;
-/// `struct user_fpregs_struct` (the FXSAVE image).
-const FPREGSET_SIZE: usize = 512;
 /// Bytes read from guest memory at a time.
 const CHUNK: usize = 64 << 10;
 
@@ -428,21 +433,9 @@ fn notes(dump: &CoreDump<'_>) -> Vec<u8> {
     note(&mut out, NT_PRSTATUS, &prstatus);
 
     if let Some(f) = &dump.fpu {
-        let mut fx = [0u8; FPREGSET_SIZE];
-        put(&mut fx, 0, &f.fcw.to_le_bytes());
-        put(&mut fx, 2, &f.fsw.to_le_bytes());
-        put(&mut fx, 4, &[f.ftw]);
-        put(&mut fx, 6, &f.fop.to_le_bytes());
-        put(&mut fx, 8, &f.fip.to_le_bytes());
-        put(&mut fx, 16, &f.fdp.to_le_bytes());
-        put(&mut fx, 24, &f.mxcsr.to_le_bytes());
+        let mut fx = [0u8; FXSAVE_SIZE];
+        f.write_fxsave(&mut fx);
         put(&mut fx, 28, &0xffffu32.to_le_bytes()); // mxcsr_mask
-        for (i, st) in f.st.iter().enumerate() {
-            put(&mut fx, 32 + i * 16, st);
-        }
-        for (i, x) in f.xmm.iter().enumerate() {
-            put(&mut fx, 160 + i * 16, x);
-        }
         note(&mut out, NT_FPREGSET, &fx);
     }
 

@@ -17,7 +17,9 @@
 //! loopback addresses only, accepts one connection, and exists only when asked for.
 
 use super::{readable_prefix, FpuRegs, GuestRegs, ProgramInfo, Region, Signal};
+use crate::error::DebuggerError;
 use crate::func::host::BoxError;
+use crate::Error;
 use gdbstub::common::Signal as GdbSignal;
 use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, SingleThreadStopReason};
@@ -86,46 +88,45 @@ pub(crate) enum Outcome {
     Terminated(Signal),
 }
 
-/// Why a debugging session could not start.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DebugError {
-    #[error("the gdb stub listens on loopback addresses only, not {addr}")]
-    NotLoopback { addr: SocketAddr },
-    #[error("cannot listen for gdb on {addr}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("waiting for gdb to connect failed")]
-    Accept(#[source] io::Error),
-    #[error("cannot start the gdb protocol thread")]
-    Thread(#[source] io::Error),
-}
-
 /// Called from the protocol thread when gdb sends an interrupt while the guest runs; it must
 /// make the run loop stop the guest and report [`Stop::Interrupted`].
 pub(crate) type Interrupt = Arc<dyn Fn() + Send + Sync>;
 
-/// A bound, loopback-only socket waiting for gdb.
+/// A loopback socket waiting for gdb to connect, for
+/// [`UninitSandbox::attach_gdb`](crate::UninitSandbox::attach_gdb) (feature `gdb`).
+///
+/// Bind it first (port 0 picks a free port; [`local_addr`](Self::local_addr) says which), tell
+/// the person or test with gdb where to connect, then attach it to a sandbox: that waits for
+/// the connection. One server serves one connection.
 #[derive(Debug)]
-pub(crate) struct GdbListener {
+pub struct GdbServer {
     listener: TcpListener,
 }
 
-impl GdbListener {
-    /// Listens on `addr`, which must be a loopback address (port 0 picks a free port).
-    pub(crate) fn bind(addr: SocketAddr) -> Result<GdbListener, DebugError> {
+fn socket_error(doing: String) -> impl FnOnce(io::Error) -> Error {
+    move |source| DebuggerError::Socket { doing, source: Arc::new(source) }.into()
+}
+
+impl GdbServer {
+    /// Listens on `addr`, which must be a loopback address.
+    ///
+    /// # Errors
+    /// [`DebuggerError::NotLoopback`] for any other address, [`DebuggerError::Socket`] if the
+    /// address cannot be bound.
+    pub fn bind(addr: SocketAddr) -> Result<GdbServer, Error> {
         if !addr.ip().is_loopback() {
-            return Err(DebugError::NotLoopback { addr });
+            return Err(DebuggerError::NotLoopback { addr }.into());
         }
-        let listener = TcpListener::bind(addr).map_err(|source| DebugError::Listen { addr, source })?;
-        Ok(GdbListener { listener })
+        let listener = TcpListener::bind(addr).map_err(socket_error(format!("listen on {addr}")))?;
+        Ok(GdbServer { listener })
     }
 
-    /// The address gdb connects to.
-    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The address gdb connects to (`target remote ADDR`).
+    ///
+    /// # Errors
+    /// [`DebuggerError::Socket`] if the system cannot say.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(socket_error("read the listening address".into()))
     }
 
     /// Waits for gdb to connect, then starts the protocol for a guest whose memory is
@@ -135,8 +136,8 @@ impl GdbListener {
         regions: Vec<Region>,
         program: ProgramInfo,
         interrupt: Interrupt,
-    ) -> Result<GdbSession, DebugError> {
-        let (stream, peer) = self.listener.accept().map_err(DebugError::Accept)?;
+    ) -> Result<GdbSession, Error> {
+        let (stream, peer) = self.listener.accept().map_err(socket_error("accept a connection".into()))?;
         drop(self.listener);
         tracing::info!(%peer, "gdb connected");
         GdbSession::start(stream, regions, program, interrupt)
@@ -167,6 +168,8 @@ enum FromVcpu {
 
 /// Largest memory read served at once (gdb's packets are far smaller).
 const MAX_READ: usize = 64 << 10;
+/// Longest a write to gdb may block before the session gives the client up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the protocol thread looks for an interrupt from gdb while the guest runs.
 const POLL: Duration = Duration::from_millis(20);
 const INT3: u8 = 0xcc;
@@ -187,6 +190,8 @@ pub(crate) struct GdbSession {
     breakpoints: BTreeMap<u64, u8>,
     stepping: bool,
     attached: bool,
+    /// The last stop was at one of `breakpoints`.
+    at_breakpoint: bool,
 }
 
 impl GdbSession {
@@ -195,15 +200,18 @@ impl GdbSession {
         regions: Vec<Region>,
         program: ProgramInfo,
         interrupt: Interrupt,
-    ) -> Result<GdbSession, DebugError> {
+    ) -> Result<GdbSession, Error> {
         let (to_vcpu, from_gdb) = mpsc::channel();
         let (to_gdb, from_vcpu) = mpsc::channel();
-        let conn = stream.try_clone().map_err(DebugError::Accept)?;
+        // A client that stops reading must not block the host for ever (the session's end
+        // writes the exit report, and the sandbox's drop waits for that).
+        stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(socket_error("set a write timeout".into()))?;
+        let conn = stream.try_clone().map_err(socket_error("clone the connection".into()))?;
         let bridge = Bridge { to_vcpu, from_vcpu, auxv: program.auxv(), interrupt };
         let thread = std::thread::Builder::new()
             .name("glint-gdb".into())
             .spawn(move || serve_protocol(conn, bridge))
-            .map_err(DebugError::Thread)?;
+            .map_err(socket_error("start the protocol thread".into()))?;
         Ok(GdbSession {
             to_gdb,
             from_gdb,
@@ -213,6 +221,7 @@ impl GdbSession {
             breakpoints: BTreeMap::new(),
             stepping: false,
             attached: true,
+            at_breakpoint: false,
         })
     }
 
@@ -228,6 +237,7 @@ impl GdbSession {
             return Resume::Detach;
         }
         let stepping = std::mem::take(&mut self.stepping);
+        self.at_breakpoint = false;
         let reason = match stop {
             Stop::Entry => None,
             Stop::Interrupted => Some(SingleThreadStopReason::Signal(GdbSignal::SIGINT)),
@@ -244,23 +254,58 @@ impl GdbSession {
         self.serve(target)
     }
 
-    /// Tells gdb how the program ended and closes the session. Breakpoints are removed first,
-    /// so the guest's code is as it was.
-    pub(crate) fn finished(&mut self, target: &mut dyn DebugTarget, outcome: Outcome) {
+    /// Tells gdb how the program ended and closes the session. With the guest's `target`, the
+    /// breakpoints are removed first, so its code is as it was (without, the guest's memory is
+    /// going away).
+    pub(crate) fn finished(&mut self, target: Option<&mut dyn DebugTarget>, outcome: Outcome) {
         if !self.attached {
             return;
         }
-        self.remove_breakpoints(target);
+        match target {
+            Some(target) => self.remove_breakpoints(target),
+            None => self.breakpoints.clear(),
+        }
         self.attached = false;
         let reason = match outcome {
             Outcome::Exited(code) => SingleThreadStopReason::Exited(code),
             Outcome::Terminated(signal) => SingleThreadStopReason::Terminated(gdb_signal(signal)),
         };
+        tracing::debug!(?reason, "debugged program ended");
         // The thread reports it and ends the protocol; if it is gone already, so is gdb.
         let _ = self.to_gdb.send(FromVcpu::Stopped(reason));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+
+    /// Puts the original bytes back into `buf` (guest memory read from `addr`) where the session
+    /// has inserted breakpoints: what a snapshot taken while debugging must hold.
+    pub(crate) fn original_bytes(&self, addr: u64, buf: &mut [u8]) {
+        for (&at, &orig) in self.breakpoints.range(addr..addr.saturating_add(buf.len() as u64)) {
+            if let Some(b) = buf.get_mut((at - addr) as usize) {
+                *b = orig;
+            }
+        }
+    }
+
+    /// Inserts the breakpoints again after the guest's memory was restored from a snapshot (which
+    /// holds the original bytes, see [`original_bytes`](Self::original_bytes)).
+    pub(crate) fn reinsert_breakpoints(&mut self, target: &mut dyn DebugTarget) {
+        for (&addr, orig) in &mut self.breakpoints {
+            let mut now = [0u8];
+            if target.read_memory(addr, &mut now).is_ok() && now[0] != INT3 {
+                *orig = now[0];
+                if let Err(error) = target.write_memory(addr, &[INT3]) {
+                    tracing::warn!(addr = format_args!("{addr:#x}"), %error, "could not insert a breakpoint again");
+                }
+            }
+        }
+    }
+
+    /// Whether the last stop was at a breakpoint the session inserted (its `rip` then moved
+    /// back onto the `int3`), rather than at one of the guest's own.
+    pub(crate) fn stopped_at_breakpoint(&self) -> bool {
+        self.at_breakpoint
     }
 
     fn breakpoint_hit(&mut self, target: &mut dyn DebugTarget) -> SingleThreadStopReason<u64> {
@@ -272,7 +317,10 @@ impl GdbSession {
         }
         regs.rip = at;
         match target.set_regs(&regs, &fpu) {
-            Ok(()) => SingleThreadStopReason::SwBreak(()),
+            Ok(()) => {
+                self.at_breakpoint = true;
+                SingleThreadStopReason::SwBreak(())
+            }
             Err(_) => trap,
         }
     }
@@ -284,6 +332,7 @@ impl GdbSession {
                 ToVcpu::Resume(Resume::Kill) => {
                     self.remove_breakpoints(target);
                     self.attached = false;
+                    let _ = self.stream.shutdown(Shutdown::Both);
                     return Resume::Kill;
                 }
                 ToVcpu::Resume(Resume::Detach) => return self.detach(target),
@@ -409,9 +458,12 @@ impl GdbSession {
 }
 
 impl Drop for GdbSession {
+    /// A session still attached when the sandbox goes away ends as an exit: the guest did all it
+    /// was asked to.
     fn drop(&mut self) {
-        // Unblocks the protocol thread wherever it waits: on the socket, or on a channel (whose
-        // sender this replaces, so it disconnects).
+        self.finished(None, Outcome::Exited(0));
+        // Unblocks the protocol thread wherever it still waits: on the socket, or on a channel
+        // (whose sender this replaces, so it disconnects).
         let _ = self.stream.shutdown(Shutdown::Both);
         self.to_gdb = mpsc::channel().0;
         if let Some(thread) = self.thread.take() {
@@ -432,7 +484,6 @@ fn gdb_signal(signal: Signal) -> GdbSignal {
         Signal::Ill => GdbSignal::SIGILL,
         Signal::Segv => GdbSignal::SIGSEGV,
         Signal::Bus => GdbSignal::SIGBUS,
-        Signal::Int => GdbSignal::SIGINT,
         Signal::Kill => GdbSignal::SIGKILL,
     }
 }

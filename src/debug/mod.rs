@@ -72,9 +72,56 @@ pub(crate) struct FpuRegs {
     pub xmm: [[u8; 16]; 16],
 }
 
+/// Size of the FXSAVE image (the legacy region at the start of an XSAVE area, and a core file's
+/// NT_FPREGSET).
+pub(crate) const FXSAVE_SIZE: usize = 512;
+
 impl FpuRegs {
+    /// Decodes an FXSAVE image (64-bit layout).
+    pub(crate) fn from_fxsave(b: &[u8; FXSAVE_SIZE]) -> FpuRegs {
+        let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
+        let mut f = FpuRegs {
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftw: b[4],
+            fop: u16_at(6),
+            fip: u64_at(8),
+            fdp: u64_at(16),
+            mxcsr: u32_at(24),
+            ..FpuRegs::default()
+        };
+        for (i, st) in f.st.iter_mut().enumerate() {
+            st.copy_from_slice(&b[32 + i * 16..48 + i * 16]);
+        }
+        for (i, x) in f.xmm.iter_mut().enumerate() {
+            x.copy_from_slice(&b[160 + i * 16..176 + i * 16]);
+        }
+        f
+    }
+
+    /// Writes these registers into an FXSAVE image, leaving its other bytes (MXCSR_MASK, the
+    /// reserved area) as they are.
+    pub(crate) fn write_fxsave(&self, b: &mut [u8; FXSAVE_SIZE]) {
+        b[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        b[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        b[4] = self.ftw;
+        b[6..8].copy_from_slice(&self.fop.to_le_bytes());
+        b[8..16].copy_from_slice(&self.fip.to_le_bytes());
+        b[16..24].copy_from_slice(&self.fdp.to_le_bytes());
+        b[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        for (i, st) in self.st.iter().enumerate() {
+            b[32 + i * 16..48 + i * 16].copy_from_slice(st);
+        }
+        for (i, x) in self.xmm.iter().enumerate() {
+            b[160 + i * 16..176 + i * 16].copy_from_slice(x);
+        }
+    }
+
     /// The full x87 tag word (two bits per physical register: 0 valid, 1 zero, 2 special,
     /// 3 empty), derived from the abridged one the way the CPU's FSTENV would.
+    #[cfg_attr(not(feature = "gdb"), allow(dead_code, reason = "the gdb stub uses it"))]
     pub(crate) fn full_tag_word(&self) -> u16 {
         let top = (self.fsw >> 11) & 7;
         let mut tags = 0u16;
@@ -114,8 +161,6 @@ pub(crate) enum Signal {
     Segv,
     /// Bus errors: #NP, #SS, #AC, #MC (as Linux reports them).
     Bus,
-    /// The debugger interrupted the guest.
-    Int,
     /// The host killed the call (deadline, kill).
     Kill,
 }
@@ -135,7 +180,6 @@ impl Signal {
     /// The Linux x86-64 signal number (what a core file's NT_PRSTATUS carries).
     pub(crate) fn linux_number(self) -> u8 {
         match self {
-            Signal::Int => 2,
             Signal::Ill => 4,
             Signal::Trap => 5,
             Signal::Bus => 7,
@@ -168,6 +212,7 @@ impl Region {
         self.addr.saturating_add(self.len)
     }
 
+    #[cfg_attr(not(feature = "gdb"), allow(dead_code, reason = "the gdb stub uses it"))]
     fn contains(&self, addr: u64) -> bool {
         addr >= self.addr && addr < self.end()
     }
@@ -219,6 +264,7 @@ pub(crate) fn dump_priority(layout: &Layout, region: &Region) -> u8 {
 }
 
 /// How many bytes from `addr` onwards lie in `regions` without a gap, up to `len`.
+#[cfg_attr(not(feature = "gdb"), allow(dead_code, reason = "the gdb stub uses it"))]
 pub(crate) fn readable_prefix(regions: &[Region], addr: u64, len: u64) -> u64 {
     let mut at = addr;
     let end = addr.saturating_add(len);
@@ -341,6 +387,26 @@ mod tests {
         assert_eq!(Signal::for_vector(0).linux_number(), 8);
         assert_eq!(Signal::for_vector(13).linux_number(), 11);
         assert_eq!(Signal::for_vector(17).linux_number(), 7);
+    }
+
+    #[test]
+    fn fxsave_images_round_trip() {
+        let mut image = [0u8; FXSAVE_SIZE];
+        for (i, b) in image.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let f = FpuRegs::from_fxsave(&image);
+        assert_eq!((f.fcw, f.fsw, f.ftw, f.fop, f.mxcsr), (0x0100, 0x0302, 4, 0x0706, 0x1b1a_1918));
+        assert_eq!(f.fip, 0x0f0e_0d0c_0b0a_0908);
+        assert_eq!(f.xmm[15][15], (160 + 15 * 16 + 15) as u8);
+        let mut out = [0xeeu8; FXSAVE_SIZE];
+        f.write_fxsave(&mut out);
+        assert_eq!(out[..5], image[..5]);
+        assert_eq!(out[5], 0xee, "reserved byte untouched");
+        assert_eq!(out[6..28], image[6..28]);
+        assert_eq!(out[28..32], [0xee; 4], "MXCSR_MASK untouched");
+        assert_eq!(out[32..416], image[32..416]);
+        assert!(out[416..].iter().all(|&b| b == 0xee));
     }
 
     #[test]

@@ -34,7 +34,6 @@ pub(crate) fn run_gdb(args: &[&str]) -> (String, String) {
 /// info in an otherwise zero buffer, with the layout and regions around it.
 pub(crate) struct LoadedGuest {
     pub path: &'static str,
-    pub image: GuestImage,
     pub layout: Layout,
     pub regions: Vec<Region>,
     pub memory: Vec<u8>,
@@ -59,7 +58,7 @@ impl LoadedGuest {
         memory[BOOT_INFO_ADDR as usize..BOOT_INFO_ADDR as usize + boot.len()].copy_from_slice(&boot);
         let program = ProgramInfo::of(&image);
         let regions = guest_regions(&layout, &image);
-        LoadedGuest { path, image, layout, regions, memory, program, elf }
+        LoadedGuest { path, layout, regions, memory, program, elf }
     }
 
     /// The relocated address and (mangled) name of the first function whose name contains `part`.

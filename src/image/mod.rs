@@ -67,6 +67,8 @@ struct Inner {
     pie: bool,
     /// Guest address and count of the program headers, when a segment loads them.
     program_headers: Option<(u64, u64)>,
+    /// The file name it was loaded from, if any (what a crash dump names as its program).
+    file_name: Option<String>,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
 }
@@ -136,7 +138,8 @@ impl GuestImage {
             tracing::debug!(%error, "guest image unreadable");
         })?;
         span.record("bytes", bytes.len());
-        Self::load_logged(&bytes)
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        Self::load_logged(&bytes, name)
     }
 
     /// Loads an ELF image from memory. The bytes are copied; `bytes` can be dropped afterwards.
@@ -150,10 +153,10 @@ impl GuestImage {
     pub fn from_bytes(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
         let span = tracing::info_span!("image_load", bytes = bytes.len());
         let _entered = span.enter();
-        Self::load_logged(bytes)
+        Self::load_logged(bytes, None)
     }
 
-    fn load_logged(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
+    fn load_logged(bytes: &[u8], file_name: Option<String>) -> Result<GuestImage, crate::Error> {
         match load(bytes) {
             Ok(inner) => {
                 tracing::trace!(
@@ -164,7 +167,7 @@ impl GuestImage {
                     pie = inner.pie,
                     "guest image loaded"
                 );
-                Ok(GuestImage { inner: Arc::new(inner) })
+                Ok(GuestImage { inner: Arc::new(Inner { file_name, ..inner }) })
             }
             Err(error) => {
                 tracing::debug!(%error, "guest image refused");
@@ -204,6 +207,12 @@ impl GuestImage {
     /// linker lays out a PIE): what a debugger's AT_PHDR/AT_PHNUM point at.
     pub(crate) fn program_headers(&self) -> Option<(u64, u64)> {
         self.inner.program_headers
+    }
+
+    /// The name of the file the image was loaded from ([`from_file`](Self::from_file)), without
+    /// its directory.
+    pub(crate) fn file_name(&self) -> Option<&str> {
+        self.inner.file_name.as_deref()
     }
 
     /// The loaded segments, sorted by address and not overlapping (two may share a page).
@@ -407,6 +416,7 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         end,
         pie,
         program_headers,
+        file_name: None,
         segments,
         pages,
     })

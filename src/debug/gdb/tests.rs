@@ -78,7 +78,7 @@ fn run(session: &mut GdbSession, fake: &mut Fake, script: &[Insn], interrupted: 
         };
         let stop = loop {
             let Some(&insn) = script.get(at) else {
-                session.finished(fake, Outcome::Exited(0));
+                session.finished(Some(fake), Outcome::Exited(0));
                 return Ending::Exited;
             };
             let addr = insn.addr();
@@ -111,7 +111,7 @@ fn run(session: &mut GdbSession, fake: &mut Fake, script: &[Insn], interrupted: 
                 // Undebugged, or a fault: glint ends the call; gdb (if there) hears of it.
                 resume = session.stopped(fake, stop);
                 if resume != Resume::Kill {
-                    session.finished(fake, Outcome::Terminated(Signal::for_vector(vector)));
+                    session.finished(Some(fake), Outcome::Terminated(Signal::for_vector(vector)));
                 }
                 return Ending::Faulted(vector);
             }
@@ -124,7 +124,7 @@ struct Setup {
     guest: LoadedGuest,
     fake: Fake,
     interrupted: Arc<AtomicBool>,
-    listener: GdbListener,
+    listener: GdbServer,
     port: u16,
 }
 
@@ -145,7 +145,7 @@ fn setup() -> Setup {
         ..Default::default()
     };
     let fake = Fake { regs, fpu: FpuRegs { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }, memory };
-    let listener = GdbListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = GdbServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = listener.local_addr().unwrap().port();
     Setup { guest, fake, interrupted: Arc::new(AtomicBool::new(false)), listener, port }
 }
@@ -205,7 +205,7 @@ fn gdb_reads_breaks_steps_writes_and_sees_the_end() {
         return;
     }
     let s = setup();
-    let entry = s.guest.image.entry();
+    let entry = s.guest.program.entry;
     // Without debug info gdb knows functions by their symbols: `start::h<hash>` for Rust.
     let (start, start_name) = s.guest.function("glint_guest2rt5start");
     let heap = s.guest.layout.heap_addr;
@@ -272,7 +272,7 @@ fn a_fault_is_reported_as_a_signal_and_ends_the_program() {
         return;
     }
     let s = setup();
-    let entry = s.guest.image.entry();
+    let entry = s.guest.program.entry;
     let script = [Insn::At(entry), Insn::At(entry + 2), Insn::Faults(entry + 6, 14)];
     let child = spawn_gdb(&s, &["continue".into(), "p/x $pc".into(), "continue".into()]);
     let (ending, _, out, _) = session_with(s, child, &script);
@@ -313,7 +313,7 @@ fn kill_ends_the_call() {
         return;
     }
     let s = setup();
-    let entry = s.guest.image.entry();
+    let entry = s.guest.program.entry;
     let child = spawn_gdb(&s, &["kill".into()]);
     let (ending, _, out, _) = session_with(s, child, &[Insn::At(entry), Insn::At(entry + 2)]);
     assert_eq!(ending, Ending::Killed, "{out}");
@@ -348,7 +348,7 @@ fn raw_session(script: &[Insn], client: impl FnOnce(TcpStream) -> String + Send 
 /// An interrupt while the guest spins stops it with SIGINT; a hang-up then lets it finish.
 #[test]
 fn an_interrupt_stops_a_running_guest() {
-    let entry = LoadedGuest::hello().image.entry();
+    let entry = LoadedGuest::hello().program.entry;
     let script = [Insn::At(entry), Insn::Spins(entry + 2), Insn::At(entry + 4)];
     let (ending, stop, _) = raw_session(&script, |mut c| {
         Write::write_all(&mut c, b"+$?#3f").unwrap();
@@ -387,10 +387,10 @@ fn garbage_and_hang_ups_are_survived() {
 #[test]
 fn only_loopback_addresses_are_served() {
     for addr in ["0.0.0.0:0", "192.0.2.1:1234"] {
-        let e = GdbListener::bind(addr.parse().unwrap()).unwrap_err();
-        assert!(matches!(e, DebugError::NotLoopback { .. }), "{e}");
+        let e = GdbServer::bind(addr.parse().unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Debugger(DebuggerError::NotLoopback { .. })), "{e}");
     }
-    let l = GdbListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = GdbServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     assert!(l.local_addr().unwrap().ip().is_loopback());
 }
 
@@ -455,6 +455,7 @@ fn memory_outside_the_guest_and_breakpoints_there_are_refused() {
         breakpoints: BTreeMap::new(),
         stepping: false,
         attached: true,
+        at_breakpoint: false,
     };
     assert!(matches!(session.read_memory(&mut fake, 0x1000, 8), FromVcpu::Failed));
     assert!(matches!(session.read_memory(&mut fake, 0x20_0ffc, 8), FromVcpu::Bytes(b) if b.len() == 4));
