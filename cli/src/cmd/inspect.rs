@@ -33,7 +33,7 @@ struct Description {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let image = GuestImage::from_file(&a.guest)?;
-    let sandbox = a.sandbox.builder().build(&image)?.init()?;
+    let sandbox = a.sandbox.builder()?.build(&image)?.init()?;
     if a.json {
         let d = Description {
             abi_version: image.abi_version(),
