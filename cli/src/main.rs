@@ -28,6 +28,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Create a guest project (Rust or C) that builds with `cargo build --release` or `make`.
+    New(cmd::new::Args),
 }
 
 fn version() -> String {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::New(args) => cmd::new::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

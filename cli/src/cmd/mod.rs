@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod new;
 pub mod run;
 
 use std::time::Duration;
