@@ -219,7 +219,12 @@ _Noreturn void glint_abort_str(glint_str message);
 
 /* Aborts with "assertion failed: <cond> (at <file>:<line>)" when `cond` is false. */
 #define GLINT_ASSERT(cond) \
-    ((cond) ? (void)0 : glint_abort("assertion failed: " #cond " (at " __FILE__ ":" GLINT__XSTR(__LINE__) ")"))
+    ((cond) ? (void)0 : glint_abort("assertion failed: " #cond " (at " GLINT__FILE ":" GLINT__XSTR(__LINE__) ")"))
+#ifdef __FILE_NAME__
+#define GLINT__FILE __FILE_NAME__ /* without the directories */
+#else
+#define GLINT__FILE __FILE__
+#endif
 
 /* ---- Memory ------------------------------------------------------------------------------ */
 
