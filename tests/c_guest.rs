@@ -356,3 +356,29 @@ fn malformed_call_frames_get_the_rust_librarys_answers() {
     }
     assert!(!sb.is_poisoned());
 }
+
+/// docs/ABI.md shows tested code only: each block after an `<!-- excerpt: PATH ... -->` marker is
+/// text of that file (which the suites build and run), and every flag of its build line is one
+/// of `guest/c/glint.mk`'s.
+#[test]
+fn the_abi_documents_excerpts_are_the_tested_files_text() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/ABI.md")).unwrap();
+    let mut excerpts = 0;
+    for (i, _) in doc.match_indices("<!-- excerpt: ") {
+        let rest = &doc[i + "<!-- excerpt: ".len()..];
+        let path = rest.split_whitespace().next().unwrap();
+        let code = rest.split_once("```c\n").unwrap().1.split_once("```").unwrap().0;
+        let file = std::fs::read_to_string(root.join(path)).unwrap();
+        assert!(file.contains(code), "the excerpt of {path} in docs/ABI.md is not the file's text:\n{code}");
+        excerpts += 1;
+    }
+    assert!(excerpts >= 1, "docs/ABI.md has its C excerpt");
+
+    let mk = std::fs::read_to_string(root.join("guest/c/glint.mk")).unwrap();
+    let appendix = doc.split_once("## Appendix A.").unwrap().1.split_once("## Appendix B.").unwrap().0;
+    let build = appendix.split_once("```sh\n").unwrap().1.split_once("```").unwrap().0;
+    for flag in build.split_whitespace().filter(|w| w.starts_with('-') && *w != "-o") {
+        assert!(mk.split_whitespace().any(|w| w == flag), "{flag} of docs/ABI.md's build line is not in glint.mk");
+    }
+}
