@@ -382,3 +382,47 @@ fn the_abi_documents_excerpts_are_the_tested_files_text() {
         assert!(mk.split_whitespace().any(|w| w == flag), "{flag} of docs/ABI.md's build line is not in glint.mk");
     }
 }
+
+/// The C guest in the README's "Writing a guest" compiles with the flags of `glint.mk` and works.
+#[test]
+fn the_readmes_c_guest_builds_and_runs() {
+    require_kvm!();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if std::process::Command::new(&cc).arg("--version").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no C compiler `{cc}` but CI=true");
+        eprintln!("note: no C compiler `{cc}`; skipping");
+        return;
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme.split_once("## Writing a guest").unwrap().1;
+    let code = section.split_once("```c\n").unwrap().1.split_once("```").unwrap().0;
+    let dir = std::env::temp_dir().join(format!("glint-readme-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.c"), code).unwrap();
+    let mk = std::fs::read_to_string(root.join("guest/c/glint.mk")).unwrap().replace("\\\n", " ");
+    let flags = |name: &str| -> Vec<String> {
+        let line = mk.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+        line.trim_start_matches([' ', '=']).split_whitespace().map(str::to_owned).collect()
+    };
+    let exe = dir.join("guest");
+    let out = std::process::Command::new(&cc)
+        .args(flags("GLINT_CFLAGS"))
+        .arg("-I")
+        .arg(root.join("guest/c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg(root.join("guest/c/glint.c"))
+        .args(flags("GLINT_LDFLAGS"))
+        .args(flags("GLINT_LDLIBS"))
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let image = GuestImage::from_file(&exe).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut sb = test_builder().build(&image).unwrap().init().unwrap();
+    assert_eq!(sb.call("add", &[Value::I32(2), Value::I32(3)]).unwrap(), Value::I32(5));
+    assert_eq!(sb.call("greet", &[Value::String("Ada".into())]).unwrap(), Value::String("Hello, Ada!".into()));
+    assert_eq!(sb.call("echo", &[Value::Bytes(vec![1, 2])]).unwrap(), Value::Bytes(vec![1, 2]));
+}
