@@ -11,6 +11,8 @@ mod builder;
 mod config;
 mod core;
 mod functions;
+#[cfg(feature = "async")]
+mod future;
 mod pool;
 mod ready;
 mod run;
@@ -25,6 +27,8 @@ mod tests;
 pub use builder::SandboxBuilder;
 pub use config::{Limits, DEFAULT_CALL_TIMEOUT};
 pub use functions::{Export, Import};
+#[cfg(feature = "async")]
+pub use future::{AsyncPool, CallFuture};
 pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use ready::Sandbox;
 pub use snapshot::Snapshot;

@@ -3,7 +3,12 @@
 pub mod bench;
 pub mod inspect;
 pub mod new;
+pub mod policy;
+pub mod pull;
+pub mod push;
 pub mod run;
+pub mod serve;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -2,8 +2,9 @@
 
 use super::SandboxOptions;
 use crate::failure::Failure;
+use crate::trust::TrustArgs;
 use crate::values;
-use glint::{Error, GuestImage};
+use glint::Error;
 use std::path::PathBuf;
 
 /// Arguments are parsed by the function's declared parameter types: integers and floats in
@@ -19,6 +20,8 @@ pub struct Args {
     pub args: Vec<String>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print `{"function", "type", "result"}` as JSON.
     #[arg(long)]
     pub json: bool,
@@ -33,7 +36,7 @@ struct Output<'a> {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let image = GuestImage::from_file(&a.guest)?;
+    let image = a.trust.load(&a.guest)?;
     let mut sandbox = a.sandbox.builder().build(&image)?.init()?;
     super::note_unprovided_imports(&sandbox);
     let sig = sandbox
