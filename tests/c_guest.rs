@@ -426,3 +426,101 @@ fn the_readmes_c_guest_builds_and_runs() {
     assert_eq!(sb.call("greet", &[Value::String("Ada".into())]).unwrap(), Value::String("Hello, Ada!".into()));
     assert_eq!(sb.call("echo", &[Value::Bytes(vec![1, 2])]).unwrap(), Value::Bytes(vec![1, 2]));
 }
+
+/// An encoded request (docs/ABI.md, Appendix C.2).
+fn http_request(method: &str, target: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    glint_abi::http::put_request(&mut out, method, target, headers.iter().copied(), body).unwrap();
+    out
+}
+
+/// Calls `handle` with `request` and decodes the response: status, headers, body.
+fn handle(sb: &mut Sandbox, request: Vec<u8>) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), Error> {
+    let out = sb.typed_fn::<(Vec<u8>,), Vec<u8>>("handle").unwrap().call(sb, (request,))?;
+    let r = glint_abi::http::read_response(&out).unwrap();
+    Ok((r.status, r.headers.map(|h| (h.name.to_owned(), h.value.to_vec())).collect(), r.body.to_vec()))
+}
+
+#[test]
+fn the_c_http_handler_answers_its_routes() {
+    require_kvm!();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let image = GuestImage::from_file(glint_guest_artifacts::HTTP_C).unwrap();
+    let mut sb = SandboxBuilder::new()
+        .on_log(move |r| sink.lock().unwrap().push(r.message.clone()))
+        .build(&image)
+        .unwrap()
+        .init()
+        .unwrap();
+    let (status, headers, body) =
+        handle(&mut sb, http_request("PUT", "/echo/a%20b?x=1", &[("x-a", b"1")], b"body!")).unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"PUT /echo/a%20b?x=1\nbody!"[..]));
+    assert_eq!(headers, [("x-echo".to_owned(), b"1".to_vec())]);
+    assert_eq!(*lines.lock().unwrap(), ["echo PUT /echo/a%20b?x=1"]);
+
+    let (status, headers, body) = handle(&mut sb, http_request("GET", "/hello/ada%20l%C3%A9", &[], b"")).unwrap();
+    assert_eq!((status, String::from_utf8(body).unwrap()), (200, "Hello, ada lé!\n".to_owned()));
+    assert_eq!(headers, [("content-type".to_owned(), b"text/plain; charset=utf-8".to_vec())]);
+    for bad in ["/hello/%ff", "/hello/%zz", "/hello/"] {
+        assert_eq!(handle(&mut sb, http_request("GET", bad, &[], b"")).unwrap().0, 400, "{bad}");
+    }
+    assert_eq!(handle(&mut sb, http_request("GET", "/nothing", &[], b"")).unwrap().0, 404);
+    assert_eq!(handle(&mut sb, http_request("POST", "/hello/x", &[], b"")).unwrap().0, 404);
+    assert_eq!(handle(&mut sb, http_request("GET", "/status/299", &[], b"")).unwrap().0, 299);
+    for (target, message) in [
+        ("/fail", "the handler failed on purpose".to_owned()),
+        ("/status/42", "cannot encode HTTP message: status 42 is outside 100..=999".to_owned()),
+        ("/status/1000", "cannot encode HTTP message: status 1000 is outside 100..=999".to_owned()),
+    ] {
+        match handle(&mut sb, http_request("GET", target, &[], b"")) {
+            Err(Error::GuestFunction { name, message: got }) => assert_eq!((name.as_str(), got), ("handle", message)),
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+    assert!(!sb.is_poisoned());
+    assert_eq!(sb.call("add", &[Value::I32(2), Value::I32(40)]).unwrap(), Value::I32(42));
+}
+
+/// Requests that do not decode get the same message from the C runtime as from glint-guest (the
+/// Rust example HTTP guest), both as glint_abi::http words it.
+#[test]
+fn malformed_http_requests_get_the_rust_librarys_messages() {
+    require_kvm!();
+    let sandbox = |path: &str| {
+        let image = GuestImage::from_file(path).unwrap();
+        SandboxBuilder::new().unknown_imports_as_traps(true).build(&image).unwrap().init().unwrap()
+    };
+    let (mut c, mut rust) = (sandbox(glint_guest_artifacts::HTTP_C), sandbox(glint_guest_artifacts::HTTP));
+    let field = |b: &[u8]| {
+        let mut v = (b.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    let raw = |parts: &[&[u8]]| parts.concat();
+    let ok_head = [field(b"GET"), field(b"/")].concat();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![], "malformed HTTP message: message is truncated"),
+        (raw(&[&field(b"G E"), &field(b"/"), &[0; 4], &[0; 4]]), "invalid HTTP message: method is not a token of at most 32 bytes"),
+        (raw(&[&field(&[b'A'; 33]), &field(b"/"), &[0; 8]]), "invalid HTTP message: method is not a token of at most 32 bytes"),
+        (raw(&[&field(b"GET"), &field(b""), &[0; 8]]), "invalid HTTP message: target is empty or not visible ASCII"),
+        (raw(&[&field(b"GET"), &field(b"/a b"), &[0; 8]]), "invalid HTTP message: target is empty or not visible ASCII"),
+        (raw(&[&ok_head, &1000u32.to_le_bytes(), &[0; 4]]), "invalid HTTP message: header count 1000 does not match the headers"),
+        (raw(&[&ok_head, &1u32.to_le_bytes(), &field(b"bad name"), &field(b"v"), &[0; 4]]), "invalid HTTP message: header 0 has an invalid name"),
+        (
+            raw(&[&ok_head, &2u32.to_le_bytes(), &field(b"a"), &field(b"1"), &field(b"b"), &field(b"x\r\ny"), &[0; 4]]),
+            "invalid HTTP message: header 1 has CR, LF or NUL in its value",
+        ),
+        (raw(&[&ok_head, &1u32.to_le_bytes(), &field(&[0xff]), &field(b"v"), &[0; 4]]), "malformed HTTP message: text is not valid UTF-8"),
+        (raw(&[&ok_head, &[0; 4], &field(b"body"), &[7, 7]]), "malformed HTTP message: 2 unexpected bytes after the message"),
+        (raw(&[&ok_head, &[0; 4], &100u32.to_le_bytes(), b"short"]), "malformed HTTP message: message is truncated"),
+    ];
+    for (bytes, want) in cases {
+        for (guest, sb) in [("C", &mut c), ("Rust", &mut rust)] {
+            match sb.call("handle", &[Value::Bytes(bytes.clone())]) {
+                Err(Error::GuestFunction { message, .. }) => assert_eq!(message, want, "{guest}: {bytes:02x?}"),
+                other => panic!("{guest}: expected the request to be refused, got {other:?}"),
+            }
+        }
+    }
+}

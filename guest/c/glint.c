@@ -839,6 +839,291 @@ bool glint_host_call(const glint_function *f, const glint_value *args, glint_val
     return true;
 }
 
+/* ---- HTTP (docs/ABI.md, Appendix C; glint_abi::http) ------------------------------------ */
+
+#define MAX_METHOD_LEN 32
+#define MAX_HEADER_NAME_LEN 256
+#define MIN_HEADER_BYTES 8
+
+/* glint_abi::http::Invalid. */
+enum http_invalid { INVALID_METHOD, INVALID_TARGET, INVALID_HEADER_NAME, INVALID_HEADER_VALUE, INVALID_STATUS,
+                    INVALID_HEADER_COUNT };
+
+static bool is_token(const char *s, size_t n) {
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        bool other = false;
+        for (size_t k = 0; k < sizeof(extra) - 1; k++) other |= c == extra[k];
+        if (!alnum && !other) return false;
+    }
+    return true;
+}
+
+static bool is_method(glint_str s) { return s.len <= MAX_METHOD_LEN && is_token(s.ptr, s.len); }
+
+static bool is_target(glint_str s) {
+    if (s.len == 0) return false;
+    for (size_t i = 0; i < s.len; i++) {
+        if ((uint8_t)s.ptr[i] < 0x21 || (uint8_t)s.ptr[i] > 0x7E) return false;
+    }
+    return true;
+}
+
+static bool is_header_name(glint_str s) { return s.len <= MAX_HEADER_NAME_LEN && is_token(s.ptr, s.len); }
+
+static bool is_header_value(glint_bytes v) {
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] == '\r' || v.ptr[i] == '\n' || v.ptr[i] == 0) return false;
+    }
+    return true;
+}
+
+/* The Display text of glint_abi::http::Invalid. */
+static void msg_invalid(msg *m, enum http_invalid what, uint64_t detail) {
+    switch (what) {
+    case INVALID_METHOD: msg_cstr(m, "method is not a token of at most 32 bytes"); break;
+    case INVALID_TARGET: msg_cstr(m, "target is empty or not visible ASCII"); break;
+    case INVALID_HEADER_NAME:
+        msg_cstr(m, "header ");
+        msg_u64(m, detail);
+        msg_cstr(m, " has an invalid name");
+        break;
+    case INVALID_HEADER_VALUE:
+        msg_cstr(m, "header ");
+        msg_u64(m, detail);
+        msg_cstr(m, " has CR, LF or NUL in its value");
+        break;
+    case INVALID_STATUS:
+        msg_cstr(m, "status ");
+        msg_u64(m, detail);
+        msg_cstr(m, " is outside 100..=999");
+        break;
+    case INVALID_HEADER_COUNT:
+        msg_cstr(m, "header count ");
+        msg_u64(m, detail);
+        msg_cstr(m, " does not match the headers");
+        break;
+    }
+}
+
+static bool http_invalid(glint_str *error, const char *prefix, enum http_invalid what, uint64_t detail) {
+    msg m = {{0}, 0};
+    msg_cstr(&m, prefix);
+    msg_invalid(&m, what, detail);
+    if (error) *error = keep(m.text, m.len);
+    return false;
+}
+
+static bool http_wire_error(glint_str *error, const reader *r) {
+    msg m = {{0}, 0};
+    msg_cstr(&m, "malformed HTTP message: ");
+    msg_decode_error(&m, r);
+    if (error) *error = keep(m.text, m.len);
+    return false;
+}
+
+/* A `str` field: a u32 length and UTF-8 (glint_abi::wire::Reader::str). */
+static glint_str read_str(reader *r) {
+    size_t len;
+    const uint8_t *p = read_bytes(r, &len);
+    if (r->err == OK && !valid_utf8(p, len)) fail_read(r, BAD_UTF8, 0);
+    return (glint_str){(const char *)p, r->err == OK ? len : 0};
+}
+
+#define DECODE_INVALID(what, detail) http_invalid(error, "invalid HTTP message: ", what, detail)
+
+static bool read_headers(reader *r, const glint_header **headers, size_t *count, glint_str *error) {
+    uint32_t n = read_u32(r);
+    if (r->err != OK) return http_wire_error(error, r);
+    if (n > r->left / MIN_HEADER_BYTES) return DECODE_INVALID(INVALID_HEADER_COUNT, n);
+    glint_header *h = glint_scratch(n ? n * sizeof(glint_header) : 1);
+    if (!h) {
+        if (error) *error = GLINT_STR("out of memory");
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        h[i].name = read_str(r);
+        if (r->err != OK) return http_wire_error(error, r);
+        if (!is_header_name(h[i].name)) return DECODE_INVALID(INVALID_HEADER_NAME, i);
+        size_t len;
+        const uint8_t *p = read_bytes(r, &len);
+        if (r->err != OK) return http_wire_error(error, r);
+        h[i].value = (glint_bytes){p, len};
+        if (!is_header_value(h[i].value)) return DECODE_INVALID(INVALID_HEADER_VALUE, i);
+    }
+    *headers = h;
+    *count = n;
+    return true;
+}
+
+static bool read_body(reader *r, glint_bytes *body, glint_str *error) {
+    size_t len;
+    const uint8_t *p = read_bytes(r, &len);
+    read_finish(r);
+    if (r->err != OK) return http_wire_error(error, r);
+    *body = (glint_bytes){p, len};
+    return true;
+}
+
+bool glint_http_decode_request(glint_bytes bytes, glint_http_request *req, glint_str *error) {
+    reader r = {bytes.ptr, bytes.len, OK, 0, 0};
+    glint_http_request out = {{0, 0}, {0, 0}, 0, 0, {0, 0}};
+    out.method = read_str(&r);
+    if (r.err != OK) return http_wire_error(error, &r);
+    if (!is_method(out.method)) return DECODE_INVALID(INVALID_METHOD, 0);
+    out.target = read_str(&r);
+    if (r.err != OK) return http_wire_error(error, &r);
+    if (!is_target(out.target)) return DECODE_INVALID(INVALID_TARGET, 0);
+    if (!read_headers(&r, &out.headers, &out.header_count, error)) return false;
+    if (!read_body(&r, &out.body, error)) return false;
+    *req = out;
+    return true;
+}
+
+bool glint_http_decode_response(glint_bytes bytes, glint_http_response *res, glint_str *error) {
+    reader r = {bytes.ptr, bytes.len, OK, 0, 0};
+    glint_http_response out = {0, 0, 0, {0, 0}};
+    out.status = read_u32(&r);
+    if (r.err != OK) return http_wire_error(error, &r);
+    if (out.status < 100 || out.status > 999) return DECODE_INVALID(INVALID_STATUS, out.status);
+    if (!read_headers(&r, &out.headers, &out.header_count, error)) return false;
+    if (!read_body(&r, &out.body, error)) return false;
+    *res = out;
+    return true;
+}
+
+#define ENCODE_INVALID(what, detail) http_invalid(error, "cannot encode HTTP message: ", what, detail)
+
+static void buf_u32(glint_buf *b, uint32_t v) {
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    glint_buf_put(b, x, 4);
+}
+
+/* A u32 length and the bytes; false when the length does not fit a u32. */
+static bool buf_field(glint_buf *b, const void *p, size_t len) {
+    if (len > UINT32_MAX) return false;
+    buf_u32(b, (uint32_t)len);
+    glint_buf_put(b, p, len);
+    return true;
+}
+
+static bool check_fields(const glint_header *h, size_t n, glint_bytes body, glint_str *error) {
+    if (n > UINT32_MAX) return ENCODE_INVALID(INVALID_HEADER_COUNT, n);
+    if (n && !h) return ENCODE_INVALID(INVALID_HEADER_COUNT, n);
+    for (size_t i = 0; i < n; i++) {
+        if (!h[i].name.ptr && h[i].name.len) return ENCODE_INVALID(INVALID_HEADER_NAME, i);
+        if (!is_header_name(h[i].name)) return ENCODE_INVALID(INVALID_HEADER_NAME, i);
+        if (!h[i].value.ptr && h[i].value.len) return ENCODE_INVALID(INVALID_HEADER_VALUE, i);
+        if (!is_header_value(h[i].value)) return ENCODE_INVALID(INVALID_HEADER_VALUE, i);
+    }
+    if ((!body.ptr && body.len) || body.len > UINT32_MAX) {
+        if (error) *error = GLINT_STR("HTTP message does not fit in the buffer");
+        return false;
+    }
+    return true;
+}
+
+static bool put_headers_and_body(glint_buf *b, const glint_header *h, size_t n, glint_bytes body, glint_bytes *out) {
+    buf_u32(b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        buf_field(b, h[i].name.ptr, h[i].name.len);
+        buf_field(b, h[i].value.ptr, h[i].value.len);
+    }
+    buf_field(b, body.ptr, body.len);
+    *out = glint_buf_finish_bytes(b);
+    return true;
+}
+
+bool glint_http_encode_request(const glint_http_request *req, glint_bytes *out, glint_str *error) {
+    if ((!req->method.ptr && req->method.len) || !is_method(req->method)) return ENCODE_INVALID(INVALID_METHOD, 0);
+    if ((!req->target.ptr && req->target.len) || !is_target(req->target)) return ENCODE_INVALID(INVALID_TARGET, 0);
+    if (!check_fields(req->headers, req->header_count, req->body, error)) return false;
+    glint_buf b = GLINT_BUF_INIT;
+    buf_field(&b, req->method.ptr, req->method.len);
+    buf_field(&b, req->target.ptr, req->target.len);
+    return put_headers_and_body(&b, req->headers, req->header_count, req->body, out);
+}
+
+bool glint_http_encode_response(const glint_http_response *res, glint_bytes *out, glint_str *error) {
+    if (res->status < 100 || res->status > 999) return ENCODE_INVALID(INVALID_STATUS, res->status);
+    if (!check_fields(res->headers, res->header_count, res->body, error)) return false;
+    glint_buf b = GLINT_BUF_INIT;
+    buf_u32(&b, res->status);
+    return put_headers_and_body(&b, res->headers, res->header_count, res->body, out);
+}
+
+static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+const glint_bytes *glint_http_header(const glint_header *headers, size_t count, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < count; i++) {
+        if (headers[i].name.len != n) continue;
+        size_t k = 0;
+        while (k < n && ascii_lower(headers[i].name.ptr[k]) == ascii_lower(name[k])) k++;
+        if (k == n) return &headers[i].value;
+    }
+    return 0;
+}
+
+glint_str glint_http_path(glint_str target) {
+    for (size_t i = 0; i < target.len; i++) {
+        if (target.ptr[i] == '?') return (glint_str){target.ptr, i};
+    }
+    return target;
+}
+
+bool glint_http_query(glint_str target, glint_str *query) {
+    glint_str path = glint_http_path(target);
+    if (path.len == target.len) return false;
+    *query = (glint_str){target.ptr + path.len + 1, target.len - path.len - 1};
+    return true;
+}
+
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+bool glint_http_percent_decode(glint_str s, glint_str *out) {
+    char *p = glint_scratch(s.len ? s.len : 1);
+    if (!p) return false;
+    size_t n = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.ptr[i];
+        if (c == '%') {
+            if (s.len - i < 3) return false;
+            int hi = hex_digit(s.ptr[i + 1]), lo = hex_digit(s.ptr[i + 2]);
+            if (hi < 0 || lo < 0) return false;
+            p[n++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            p[n++] = c == '+' ? ' ' : c;
+        }
+    }
+    if (!valid_utf8((const uint8_t *)p, n)) return false;
+    *out = (glint_str){p, n};
+    return true;
+}
+
+glint_bytes glint__http_serve(glint_bytes bytes, glint_http_response (*handler)(const glint_http_request *)) {
+    glint_http_request req;
+    glint_str error;
+    glint_bytes out = {0, 0};
+    if (!glint_http_decode_request(bytes, &req, &error)) {
+        glint_fail_str(error);
+        return out;
+    }
+    glint_http_response res = handler(&req);
+    if (failure.set) return out; /* the handler failed the call */
+    if (!glint_http_encode_response(&res, &out, &error)) glint_fail_str(error);
+    return out;
+}
+
 /* ---- The function table and the call loop ------------------------------------------------ */
 
 static const glint_function **exports_begin(void) { return __start_glint_exports; }

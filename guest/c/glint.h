@@ -269,6 +269,75 @@ void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 
+/* ---- HTTP handlers (docs/ABI.md, Appendix C) --------------------------------------------- */
+
+/*
+ * An HTTP handler guest exports `handle(bytes) -> bytes`: the argument is an encoded request,
+ * the result an encoded response (glint serve routes requests to it). GLINT_HTTP_HANDLER defines
+ * that export around a function of yours:
+ *
+ *     GLINT_HTTP_HANDLER(handle, req) {
+ *         glint_header type = {GLINT_STR("content-type"), GLINT_BYTES("text/plain")};
+ *         glint_http_response res = {200, &type, 1, GLINT_BYTES("hi\n")};
+ *         return res;                                 // encoded by the runtime
+ *     }
+ *
+ * The request is decoded and checked before your function runs (a malformed one fails the call),
+ * its fields stay valid until the call ends, and the response is checked as it is encoded (a
+ * status outside 100..=999, a header name that is not a token, CR, LF or NUL in a value fail the
+ * call). To fail the call yourself (the server answers 500 and logs the message), call
+ * glint_fail() and return anything. The same types serve outbound requests (the capability
+ * `glint:http/send@1`) through the encode/decode functions below.
+ */
+typedef struct glint_header {
+    glint_str name;    /* a token; the server sends lowercase names */
+    glint_bytes value; /* anything but CR, LF and NUL */
+} glint_header;
+
+typedef struct glint_http_request {
+    glint_str method; /* a token of at most 32 bytes, e.g. "GET" */
+    glint_str target; /* visible ASCII: the path and query as received, or an absolute URL outbound */
+    const glint_header *headers;
+    size_t header_count;
+    glint_bytes body;
+} glint_http_request;
+
+typedef struct glint_http_response {
+    uint32_t status; /* 100..=999 */
+    const glint_header *headers;
+    size_t header_count;
+    glint_bytes body;
+} glint_http_response;
+
+/* A string literal as glint_bytes. */
+#define GLINT_BYTES(literal) ((glint_bytes){(const uint8_t *)(literal), sizeof(literal) - 1})
+
+#define GLINT_HTTP_HANDLER(name, request)                                                                  \
+    static glint_http_response name(const glint_http_request *request);                                   \
+    GLINT_EXPORT_AS("handle", bytes, glint__http_##name, (bytes, glint__request)) {                       \
+        return glint__http_serve(glint__request, name);                                                   \
+    }                                                                                                      \
+    static glint_http_response name(const glint_http_request *request)
+
+/* Decode and check a request or response (headers in scratch memory, fields pointing into
+ * `bytes`); false with the reason in *error (glint_abi::http's message). */
+bool glint_http_decode_request(glint_bytes bytes, glint_http_request *request, glint_str *error);
+bool glint_http_decode_response(glint_bytes bytes, glint_http_response *response, glint_str *error);
+/* Check and encode a request or response into scratch memory; false with the reason in *error. */
+bool glint_http_encode_request(const glint_http_request *request, glint_bytes *bytes, glint_str *error);
+bool glint_http_encode_response(const glint_http_response *response, glint_bytes *bytes, glint_str *error);
+
+/* The value of the first header named `name` (ASCII case-insensitive), or NULL. */
+const glint_bytes *glint_http_header(const glint_header *headers, size_t count, const char *name);
+/* The target up to `?`, and the part after it (false when there is no `?`). */
+glint_str glint_http_path(glint_str target);
+bool glint_http_query(glint_str target, glint_str *query);
+/* Percent-decodes `s` (`%XX`, `+` as space) into scratch memory; false for a bad escape or a
+ * result that is not UTF-8. */
+bool glint_http_percent_decode(glint_str s, glint_str *out);
+
+glint_bytes glint__http_serve(glint_bytes request, glint_http_response (*handler)(const glint_http_request *));
+
 /* ---- Boot info --------------------------------------------------------------------------- */
 
 /* What the host tells the guest about its memory (docs/ABI.md §3.4), checked at entry. */
