@@ -193,8 +193,12 @@ fn log_lines_reach_the_hook() {
     require_kvm!();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
-    let mut sb =
-        builder().on_log(move |r| sink.lock().unwrap().push(r.message.clone())).build(&image()).unwrap().init().unwrap();
+    let mut sb = builder()
+        .on_log(move |r| sink.lock().unwrap().push(r.message.clone()))
+        .build(&image())
+        .unwrap()
+        .init()
+        .unwrap();
     assert_eq!(sb.call("log_lines", &[Value::U32(3)]).unwrap(), Value::U32(3));
     assert_eq!(*lines.lock().unwrap(), ["line 0", "line 1", "line 2"]);
 }
@@ -204,7 +208,9 @@ fn failures_aborts_and_faults_end_the_call_as_the_host_expects() {
     require_kvm!();
     let mut sb = sandbox();
     match sb.call("returns_err", &[Value::String("nope".into())]) {
-        Err(Error::GuestFunction { name, message }) => assert_eq!((name.as_str(), message.as_str()), ("returns_err", "nope")),
+        Err(Error::GuestFunction { name, message }) => {
+            assert_eq!((name.as_str(), message.as_str()), ("returns_err", "nope"))
+        }
         other => panic!("{other:?}"),
     }
     match sb.call("bad_utf8", &[]) {
@@ -298,7 +304,10 @@ fn malformed_call_frames_get_the_rust_librarys_answers() {
 
     // Well-formed calls still work through the same path.
     assert_eq!(send(frame(&call_body(i32_, 1, &[1, 0xfb, 0xff, 0xff, 0xff]))), Ok(vec![1, 0xfb, 0xff, 0xff, 0xff]));
-    assert_eq!(send(frame(&call_body(string, 1, &str_arg("é\u{10FFFF}".as_bytes())))), Ok(str_arg("é\u{10FFFF}".as_bytes())));
+    assert_eq!(
+        send(frame(&call_body(string, 1, &str_arg("é\u{10FFFF}".as_bytes())))),
+        Ok(str_arg("é\u{10FFFF}".as_bytes()))
+    );
     let mut sixteen = Vec::new();
     for i in 1..=16u32 {
         sixteen.push(2);
@@ -329,7 +338,10 @@ fn malformed_call_frames_get_the_rust_librarys_answers() {
             bad("`rt_bool` arguments do not decode: boolean byte 2 is neither 0 nor 1"),
         ),
         (frame(&call_body(i32_, 1, &[10])), bad("`rt_i32` arguments do not decode: unknown value tag 10")),
-        (frame(&call_body(i32_, 1, &[255, 0, 0, 0, 0])), bad("`rt_i32` arguments do not decode: unknown value tag 255")),
+        (
+            frame(&call_body(i32_, 1, &[255, 0, 0, 0, 0])),
+            bad("`rt_i32` arguments do not decode: unknown value tag 255"),
+        ),
         (
             frame(&call_body(string, 1, &[8, 100, 0, 0, 0, b'a', b'b', b'c'])),
             bad("`rt_string` arguments do not decode: message is truncated"),
@@ -501,18 +513,39 @@ fn malformed_http_requests_get_the_rust_librarys_messages() {
     let ok_head = [field(b"GET"), field(b"/")].concat();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "malformed HTTP message: message is truncated"),
-        (raw(&[&field(b"G E"), &field(b"/"), &[0; 4], &[0; 4]]), "invalid HTTP message: method is not a token of at most 32 bytes"),
-        (raw(&[&field(&[b'A'; 33]), &field(b"/"), &[0; 8]]), "invalid HTTP message: method is not a token of at most 32 bytes"),
+        (
+            raw(&[&field(b"G E"), &field(b"/"), &[0; 4], &[0; 4]]),
+            "invalid HTTP message: method is not a token of at most 32 bytes",
+        ),
+        (
+            raw(&[&field(&[b'A'; 33]), &field(b"/"), &[0; 8]]),
+            "invalid HTTP message: method is not a token of at most 32 bytes",
+        ),
         (raw(&[&field(b"GET"), &field(b""), &[0; 8]]), "invalid HTTP message: target is empty or not visible ASCII"),
-        (raw(&[&field(b"GET"), &field(b"/a b"), &[0; 8]]), "invalid HTTP message: target is empty or not visible ASCII"),
-        (raw(&[&ok_head, &1000u32.to_le_bytes(), &[0; 4]]), "invalid HTTP message: header count 1000 does not match the headers"),
-        (raw(&[&ok_head, &1u32.to_le_bytes(), &field(b"bad name"), &field(b"v"), &[0; 4]]), "invalid HTTP message: header 0 has an invalid name"),
+        (
+            raw(&[&field(b"GET"), &field(b"/a b"), &[0; 8]]),
+            "invalid HTTP message: target is empty or not visible ASCII",
+        ),
+        (
+            raw(&[&ok_head, &1000u32.to_le_bytes(), &[0; 4]]),
+            "invalid HTTP message: header count 1000 does not match the headers",
+        ),
+        (
+            raw(&[&ok_head, &1u32.to_le_bytes(), &field(b"bad name"), &field(b"v"), &[0; 4]]),
+            "invalid HTTP message: header 0 has an invalid name",
+        ),
         (
             raw(&[&ok_head, &2u32.to_le_bytes(), &field(b"a"), &field(b"1"), &field(b"b"), &field(b"x\r\ny"), &[0; 4]]),
             "invalid HTTP message: header 1 has CR, LF or NUL in its value",
         ),
-        (raw(&[&ok_head, &1u32.to_le_bytes(), &field(&[0xff]), &field(b"v"), &[0; 4]]), "malformed HTTP message: text is not valid UTF-8"),
-        (raw(&[&ok_head, &[0; 4], &field(b"body"), &[7, 7]]), "malformed HTTP message: 2 unexpected bytes after the message"),
+        (
+            raw(&[&ok_head, &1u32.to_le_bytes(), &field(&[0xff]), &field(b"v"), &[0; 4]]),
+            "malformed HTTP message: text is not valid UTF-8",
+        ),
+        (
+            raw(&[&ok_head, &[0; 4], &field(b"body"), &[7, 7]]),
+            "malformed HTTP message: 2 unexpected bytes after the message",
+        ),
         (raw(&[&ok_head, &[0; 4], &100u32.to_le_bytes(), b"short"]), "malformed HTTP message: message is truncated"),
     ];
     for (bytes, want) in cases {
