@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod new;
 pub mod policy;
 pub mod pull;
 pub mod push;
