@@ -1,7 +1,7 @@
 //! The public error type, its stable classification, and the guest-fault description.
 
 use crate::func::Signature;
-use crate::image::ImageError;
+use crate::image::{ImageError, TrustError};
 use crate::mem::layout::LayoutError;
 use crate::vmm::VmmError;
 use glint_abi::wire::DecodeError;
@@ -27,6 +27,9 @@ pub enum Error {
     /// The guest image was refused before anything was mapped.
     #[error("guest image refused")]
     Image(#[from] ImageError),
+    /// The guest image failed its trust policy (digest pin, signature) before it was parsed.
+    #[error("guest image refused by the trust policy")]
+    Trust(#[from] TrustError),
     /// The memory sizes do not make a layout.
     #[error("invalid memory configuration")]
     Layout(#[from] LayoutError),
@@ -98,7 +101,8 @@ pub enum Error {
     HostFunction {
         /// Host function name.
         name: String,
-        /// The host function's own error.
+        /// The host function's own error, shared so that `Error` is `Clone`: to get its type
+        /// back, downcast this field (`source.downcast_ref::<MyError>()`), not the source chain.
         #[source]
         source: HostError,
     },
@@ -247,7 +251,9 @@ impl Error {
             Error::Vmm(e) if e.is_resource_limit() => ErrorKind::ResourceLimit,
             Error::Vmm(VmmError::NoKvm { .. } | VmmError::MissingCapability { .. }) => ErrorKind::HostUnavailable,
             Error::Vmm(_) | Error::CallbackPanicked { .. } => ErrorKind::Internal,
-            Error::Image(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => ErrorKind::ImageRefused,
+            Error::Image(_) | Error::Trust(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => {
+                ErrorKind::ImageRefused
+            }
             Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }
@@ -278,6 +284,7 @@ impl Error {
             | Error::Cancelled
             | Error::Vmm(_) => true,
             Error::Image(_)
+            | Error::Trust(_)
             | Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }

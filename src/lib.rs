@@ -49,8 +49,13 @@ pub use error::{
 pub use func::{BoxError, Caller, HostFunction, HostParam, HostResult, Signature, TypedFn};
 pub use glint_abi::convert::{DecodeParams, EncodeParams, FromWire, ParamTypes, ToWire, WireType};
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
-pub use image::{GuestImage, ImageError};
+pub use image::{
+    DigestParseError, GuestImage, ImageDigest, ImageError, ImageSignature, KeyFormatError, SignatureFormatError,
+    TrustError, TrustPolicy, TrustedKey, Verification,
+};
 pub use mem::layout::LayoutError;
+#[cfg(feature = "async")]
+pub use sandbox::{AsyncPool, CallFuture};
 pub use sandbox::{
     CallStats, Export, Import, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder,
     SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,

@@ -18,6 +18,7 @@ mod error;
 mod note;
 mod pages;
 mod reloc;
+pub mod trust;
 
 /// The integration tests' ELF builder, for unit tests here and in `mem`.
 #[cfg(test)]
@@ -38,6 +39,10 @@ use goblin::elf::program_header::{
 };
 
 pub use error::ImageError;
+pub use trust::{
+    DigestParseError, ImageDigest, ImageSignature, KeyFormatError, SignatureFormatError, TrustError, TrustPolicy,
+    TrustedKey, Verification,
+};
 
 use elf::{file_range, ProgramHeader};
 use pages::{page_down, page_up};
@@ -71,6 +76,8 @@ struct Inner {
     file_name: Option<String>,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
+    /// Set when the image was loaded through a [`TrustPolicy`].
+    verification: Option<Verification>,
 }
 
 impl fmt::Debug for Inner {
@@ -82,6 +89,7 @@ impl fmt::Debug for Inner {
             .field("end", &format_args!("{:#x}", self.end))
             .field("pie", &self.pie)
             .field("segments", &self.segments)
+            .field("verification", &self.verification)
             .finish_non_exhaustive()
     }
 }
@@ -138,8 +146,7 @@ impl GuestImage {
             tracing::debug!(%error, "guest image unreadable");
         })?;
         span.record("bytes", bytes.len());
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        Self::load_logged(&bytes, name)
+        Self::load_logged(&bytes, file_name_of(path), None)
     }
 
     /// Loads an ELF image from memory. The bytes are copied; `bytes` can be dropped afterwards.
@@ -153,12 +160,78 @@ impl GuestImage {
     pub fn from_bytes(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
         let span = tracing::info_span!("image_load", bytes = bytes.len());
         let _entered = span.enter();
-        Self::load_logged(bytes, None)
+        Self::load_logged(bytes, None, None)
     }
 
-    fn load_logged(bytes: &[u8], file_name: Option<String>) -> Result<GuestImage, crate::Error> {
+    /// Reads the file at `path`, checks its bytes against `policy` (digest pin, signature), and
+    /// only then loads the ELF. The result remembers what was verified
+    /// ([`verification`](Self::verification)).
+    ///
+    /// # Errors
+    ///
+    /// [`TrustError`] (wrapped in [`Error::Trust`](crate::Error::Trust)) if the bytes fail the
+    /// policy, otherwise the errors of [`from_file`](Self::from_file).
+    pub fn from_file_trusted(
+        path: impl AsRef<Path>,
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        let path = path.as_ref();
+        let span = tracing::info_span!(
+            "image_load",
+            path = %path.display(),
+            bytes = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let bytes = read_limited(path).inspect_err(|error| {
+            tracing::debug!(%error, "guest image unreadable");
+        })?;
+        span.record("bytes", bytes.len());
+        Self::load_trusted(&bytes, file_name_of(path), policy, signature)
+    }
+
+    /// [`from_bytes`](Self::from_bytes) after checking `bytes` against `policy`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file_trusted`](Self::from_file_trusted).
+    pub fn from_bytes_trusted(
+        bytes: &[u8],
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        let span = tracing::info_span!("image_load", bytes = bytes.len());
+        let _entered = span.enter();
+        Self::load_trusted(bytes, None, policy, signature)
+    }
+
+    fn load_trusted(
+        bytes: &[u8],
+        file_name: Option<String>,
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        // The bytes are checked before any ELF header is read: an untrusted file never reaches
+        // the parser.
+        let verification = policy.verify(bytes, signature).inspect_err(|error| {
+            tracing::warn!(%error, "guest image refused by the trust policy");
+        })?;
+        tracing::info!(
+            digest = %verification.digest(),
+            signer = verification.signer().map(TrustedKey::name),
+            "guest image verified"
+        );
+        Self::load_logged(bytes, file_name, Some(verification))
+    }
+
+    fn load_logged(
+        bytes: &[u8],
+        file_name: Option<String>,
+        verification: Option<Verification>,
+    ) -> Result<GuestImage, crate::Error> {
         match load(bytes) {
-            Ok(inner) => {
+            Ok(mut inner) => {
+                inner.verification = verification;
                 tracing::trace!(
                     id = inner.id,
                     entry = format_args!("{:#x}", inner.entry),
@@ -174,6 +247,12 @@ impl GuestImage {
                 Err(error.into())
             }
         }
+    }
+
+    /// What the trust policy verified, for an image loaded with
+    /// [`from_file_trusted`](Self::from_file_trusted) or [`from_bytes_trusted`](Self::from_bytes_trusted).
+    pub fn verification(&self) -> Option<&Verification> {
+        self.inner.verification.as_ref()
     }
 
     /// Guest address of the entry point, after relocation.
@@ -257,6 +336,11 @@ struct LoadSegment {
     flags: u32,
     /// File bytes, then relocated; empty until the checks are done.
     data: Vec<u8>,
+}
+
+/// The last component of `path`, what a crash dump names as its program.
+fn file_name_of(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
@@ -419,6 +503,7 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         file_name: None,
         segments,
         pages,
+        verification: None,
     })
 }
 

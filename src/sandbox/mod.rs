@@ -13,6 +13,8 @@ mod config;
 mod core;
 mod debug;
 mod functions;
+#[cfg(feature = "async")]
+mod future;
 mod pool;
 mod ready;
 mod run;
@@ -27,6 +29,8 @@ mod tests;
 pub use builder::SandboxBuilder;
 pub use config::{Limits, DEFAULT_CALL_TIMEOUT};
 pub use functions::{Export, Import};
+#[cfg(feature = "async")]
+pub use future::{AsyncPool, CallFuture};
 pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use ready::Sandbox;
 pub use snapshot::Snapshot;

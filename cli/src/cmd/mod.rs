@@ -2,7 +2,13 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod new;
+pub mod policy;
+pub mod pull;
+pub mod push;
 pub mod run;
+pub mod serve;
+pub mod verify;
 
 use crate::failure::Failure;
 use std::path::PathBuf;

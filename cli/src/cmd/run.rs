@@ -2,8 +2,9 @@
 
 use super::SandboxOptions;
 use crate::failure::Failure;
+use crate::trust::TrustArgs;
 use crate::values;
-use glint::{Error, GuestImage};
+use glint::Error;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,6 +21,8 @@ pub struct Args {
     pub args: Vec<String>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print `{"function", "type", "result"}` as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,7 +42,7 @@ struct Output<'a> {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let image = GuestImage::from_file(&a.guest)?;
+    let image = a.trust.load(&a.guest)?;
     let mut builder = a.sandbox.builder()?;
     let uninit = match a.gdb {
         None => builder.build(&image)?,
