@@ -23,6 +23,13 @@ pub struct SandboxOptions {
     /// Guest memory in MiB [default: 16].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_mib: Option<u64>,
+    #[command(flatten)]
+    pub core_dumps: CoreDumpOptions,
+}
+
+/// Crash-dump options, taken by `run`, `inspect` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoreDumpOptions {
     /// Write an ELF core file into DIR (created if missing) when the guest faults, for
     /// `gdb <GUEST> <CORE>`: `glint-<n>.core`, the lowest n not yet taken.
     #[arg(long, value_name = "DIR")]
@@ -33,6 +40,20 @@ pub struct SandboxOptions {
     /// Largest core file in bytes; memory that does not fit is left out (stack and code first kept).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub core_dump_max_bytes: u64,
+}
+
+impl CoreDumpOptions {
+    /// The directory (created now if missing) and limits, when --core-dump was given.
+    ///
+    /// # Errors
+    /// A usage failure when the directory cannot be created.
+    pub fn config(&self) -> Result<Option<(PathBuf, glint::CoreDumpLimits)>, Failure> {
+        let Some(dir) = &self.core_dump else { return Ok(None) };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::usage(format!("cannot create the core-dump directory {}: {e}", dir.display())))?;
+        let limits = glint::CoreDumpLimits { max_bytes: self.core_dump_max_bytes, max_files: self.core_dump_max_files };
+        Ok(Some((dir.clone(), limits)))
+    }
 }
 
 impl SandboxOptions {
@@ -51,11 +72,7 @@ impl SandboxOptions {
         if let Some(mib) = self.memory_mib {
             b = b.memory_mib(mib);
         }
-        if let Some(dir) = &self.core_dump {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Failure::usage(format!("cannot create the core-dump directory {}: {e}", dir.display())))?;
-            let limits =
-                glint::CoreDumpLimits { max_bytes: self.core_dump_max_bytes, max_files: self.core_dump_max_files };
+        if let Some((dir, limits)) = self.core_dumps.config()? {
             b = b.core_dumps(dir, limits);
         }
         Ok(b)
