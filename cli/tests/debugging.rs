@@ -27,7 +27,8 @@ fn run_with_core_dump_writes_a_core_gdb_opens_and_says_where() {
     let core = dir.join("glint-0.core");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains(&format!("core dumped to {}", core.display())), "{stderr}");
-    let gdb = Command::new("gdb").args(["-batch", "-nx", "-ex", "bt", TESTGUEST, core.to_str().unwrap()]).output().unwrap();
+    let gdb =
+        Command::new("gdb").args(["-batch", "-nx", "-ex", "bt", TESTGUEST, core.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&gdb.stdout);
     assert!(text.contains("divide_error () at test/testguest/src/main.rs"), "{text}");
     std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
