@@ -47,6 +47,8 @@ enum Command {
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
+    /// Create a guest project (Rust or C) that builds with `cargo build --release` or `make`.
+    New(cmd::new::Args),
     /// Deploy-time policy: `glint policy check <MANIFEST>`.
     Policy(cmd::policy::Args),
     /// Serve functions over HTTP, each request in a freshly restored VM.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::New(args) => cmd::new::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Push(args) => cmd::push::run(args),
         Command::Pull(args) => cmd::pull::run(args),
