@@ -159,6 +159,9 @@ pub enum Error {
         #[source]
         why: PoolEmpty,
     },
+    /// The gdb stub could not start: a non-loopback address, or the socket failed.
+    #[error("the gdb stub failed")]
+    Debugger(#[from] DebuggerError),
     /// An earlier call failed mid-way; the sandbox refuses calls until restored.
     #[error("sandbox is poisoned by an earlier failure; restore a snapshot or create a new sandbox")]
     Poisoned {
@@ -256,7 +259,9 @@ impl Error {
             | Error::NoSuchFunction { .. }
             | Error::SignatureMismatch { .. }
             | Error::ArgumentsTooLarge { .. }
-            | Error::Poisoned { .. } => ErrorKind::BadRequest,
+            | Error::Poisoned { .. }
+            | Error::Debugger(DebuggerError::NotLoopback { .. }) => ErrorKind::BadRequest,
+            Error::Debugger(DebuggerError::Socket { .. }) => ErrorKind::Internal,
             Error::HostFunction { .. } | Error::NoSuchHostFunction { .. } | Error::HostFunctionPanicked { .. } => {
                 ErrorKind::HostFunction
             }
@@ -291,6 +296,7 @@ impl Error {
             | Error::Imports(_)
             | Error::SnapshotMismatch(_)
             | Error::PoolExhausted { .. }
+            | Error::Debugger(_)
             | Error::Poisoned { .. } => false,
         }
     }
@@ -356,6 +362,27 @@ pub enum ConfigError {
     SignalInUse {
         /// The signal's offset from SIGRTMIN.
         offset: i32,
+    },
+}
+
+/// Why the gdb stub could not serve a debugger (feature `gdb`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DebuggerError {
+    /// The stub listens on loopback addresses only: anyone who reaches it controls the guest.
+    #[error("the gdb stub listens on loopback addresses only, not {addr}")]
+    NotLoopback {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
+    /// Listening, accepting or starting the protocol thread failed.
+    #[error("cannot {doing} for gdb")]
+    Socket {
+        /// What failed: "listen on 127.0.0.1:1234", "accept a connection", ...
+        doing: String,
+        /// The system's error.
+        #[source]
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -606,6 +633,9 @@ pub struct GuestFault {
     pub error_code: Option<u64>,
     /// The page fault hit the guard page below the stack.
     pub stack_overflow: bool,
+    /// The core file written for this fault, when the sandbox writes crash dumps
+    /// ([`SandboxBuilder::core_dumps`](crate::SandboxBuilder::core_dumps)).
+    pub core_dump: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for GuestFault {
@@ -631,6 +661,9 @@ impl fmt::Display for GuestFault {
             write!(f, " ({access}, {why})")?;
         } else if let Some(code) = self.error_code.filter(|&c| c != 0) {
             write!(f, " (error code {code:#x})")?;
+        }
+        if let Some(path) = &self.core_dump {
+            write!(f, "; core dumped to {}", path.display())?;
         }
         Ok(())
     }
@@ -808,10 +841,13 @@ mod tests {
             address: Some(0xdead0000),
             error_code: Some(0x4),
             stack_overflow: false,
+            core_dump: None,
         };
         assert_eq!(
             f.to_string(),
             "raised a page fault (#PF) at rip 0x201000, address 0xdead0000 (read, page not present)"
         );
+        let dumped = GuestFault { core_dump: Some("/tmp/cores/glint-0.core".into()), ..f };
+        assert!(dumped.to_string().ends_with("(read, page not present); core dumped to /tmp/cores/glint-0.core"));
     }
 }

@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod debug;
 mod error;
 mod func;
 mod image;
@@ -38,9 +39,12 @@ mod mem;
 mod sandbox;
 mod vmm;
 
+pub use debug::core::CoreDumpLimits;
+#[cfg(feature = "gdb")]
+pub use debug::gdb::GdbServer;
 pub use error::{
-    ConfigError, Crash, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors, Limit, Message,
-    PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
+    ConfigError, Crash, DebuggerError, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors,
+    Limit, Message, PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
 };
 pub use func::{BoxError, Caller, HostFunction, HostParam, HostResult, Signature, TypedFn};
 pub use glint_abi::convert::{DecodeParams, EncodeParams, FromWire, ParamTypes, ToWire, WireType};

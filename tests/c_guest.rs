@@ -271,7 +271,10 @@ fn call_body(index: u32, argc: u32, args: &[u8]) -> Vec<u8> {
 }
 
 /// What the dispatcher answered: `Ok(value bytes)` or `Err((code, message))`.
-fn outcome(frame: &[u8]) -> Result<Vec<u8>, (u32, String)> {
+/// A call's result bytes, or its error code and message.
+type Reply = Result<Vec<u8>, (u32, String)>;
+
+fn outcome(frame: &[u8]) -> Reply {
     let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
     let body = &frame[4..];
     assert_eq!(body.len(), len, "the frame's length prefix");
@@ -319,7 +322,7 @@ fn malformed_call_frames_get_the_rust_librarys_answers() {
     assert_eq!(send(frame(&call_body(sum16, 16, &sixteen))), Ok(want_bytes));
 
     let bad = |m: &str| Err((2, m.to_owned()));
-    let cases: Vec<(Vec<u8>, Result<Vec<u8>, (u32, String)>)> = vec![
+    let cases: Vec<(Vec<u8>, Reply)> = vec![
         (frame(&[]), bad("malformed call: message is truncated")),
         (frame(&i32_.to_le_bytes()), bad("malformed call: message is truncated")),
         (frame(&call_body(i32_, 17, &[])), bad("malformed call: count 17 exceeds the limit")),
@@ -446,8 +449,11 @@ fn http_request(method: &str, target: &str, headers: &[(&str, &[u8])], body: &[u
     out
 }
 
-/// Calls `handle` with `request` and decodes the response: status, headers, body.
-fn handle(sb: &mut Sandbox, request: Vec<u8>) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), Error> {
+/// A decoded HTTP response: status, headers, body.
+type HttpResponse = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// Calls `handle` with `request` and decodes the response.
+fn handle(sb: &mut Sandbox, request: Vec<u8>) -> Result<HttpResponse, Error> {
     let out = sb.typed_fn::<(Vec<u8>,), Vec<u8>>("handle").unwrap().call(sb, (request,))?;
     let r = glint_abi::http::read_response(&out).unwrap();
     Ok((r.status, r.headers.map(|h| (h.name.to_owned(), h.value.to_vec())).collect(), r.body.to_vec()))

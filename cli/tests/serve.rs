@@ -24,6 +24,48 @@ fn quick_mode_serves_every_export_at_call() {
     assert_eq!(s.get("/readyz").status, 200);
 }
 
+#[test]
+fn a_guest_faulting_in_a_loop_under_serve_leaves_at_most_max_files_bounded_cores() {
+    require_kvm!();
+    let cores = support::TempDir::new("serve-cores");
+    let dir = cores.0.join("cores");
+    let max_bytes = 1 << 20;
+    let s = Server::quick_with(
+        glint_guest_artifacts::TESTGUEST,
+        &[
+            "--core-dump",
+            dir.to_str().unwrap(),
+            "--core-dump-max-files",
+            "3",
+            "--core-dump-max-bytes",
+            &max_bytes.to_string(),
+        ],
+    );
+    for _ in 0..8 {
+        let r = s.post("/call/divide_error", "[]");
+        assert_eq!((r.status, r.error_kind()), (500, "guest_fault".to_owned()), "{}", r.text());
+    }
+    // The server is fine after the faults.
+    assert_eq!(s.post("/call/rt_i32", "[7]").json(), serde_json::json!({ "result": 7 }));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["glint-0.core", "glint-1.core", "glint-2.core"], "{}", s.log());
+    for n in &names {
+        let len = std::fs::metadata(dir.join(n)).unwrap().len();
+        assert!(len > 0 && len <= max_bytes, "{n}: {len} bytes");
+    }
+    if common::gdb() {
+        let core = dir.join("glint-0.core");
+        let gdb = Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "bt", glint_guest_artifacts::TESTGUEST, core.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&gdb.stdout);
+        assert!(text.contains("divide_error () at test/testguest/src/main.rs"), "{text}");
+    }
+}
+
 /// 200, 400, 404, 405, 413, 500, 503, 504 on typed calls; 408 and 431 are in serve_hostile.rs.
 #[test]
 fn every_status_of_the_table_on_typed_calls() {

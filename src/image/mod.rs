@@ -70,6 +70,10 @@ struct Inner {
     abi_version: u32,
     end: u64,
     pie: bool,
+    /// Guest address and count of the program headers, when a segment loads them.
+    program_headers: Option<(u64, u64)>,
+    /// The file name it was loaded from, if any (what a crash dump names as its program).
+    file_name: Option<String>,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
     /// Set when the image was loaded through a [`TrustPolicy`].
@@ -142,7 +146,7 @@ impl GuestImage {
             tracing::debug!(%error, "guest image unreadable");
         })?;
         span.record("bytes", bytes.len());
-        Self::load_logged(&bytes, None)
+        Self::load_logged(&bytes, file_name_of(path), None)
     }
 
     /// Loads an ELF image from memory. The bytes are copied; `bytes` can be dropped afterwards.
@@ -156,7 +160,7 @@ impl GuestImage {
     pub fn from_bytes(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
         let span = tracing::info_span!("image_load", bytes = bytes.len());
         let _entered = span.enter();
-        Self::load_logged(bytes, None)
+        Self::load_logged(bytes, None, None)
     }
 
     /// Reads the file at `path`, checks its bytes against `policy` (digest pin, signature), and
@@ -183,7 +187,7 @@ impl GuestImage {
             tracing::debug!(%error, "guest image unreadable");
         })?;
         span.record("bytes", bytes.len());
-        Self::load_trusted(&bytes, policy, signature)
+        Self::load_trusted(&bytes, file_name_of(path), policy, signature)
     }
 
     /// [`from_bytes`](Self::from_bytes) after checking `bytes` against `policy`.
@@ -198,11 +202,12 @@ impl GuestImage {
     ) -> Result<GuestImage, crate::Error> {
         let span = tracing::info_span!("image_load", bytes = bytes.len());
         let _entered = span.enter();
-        Self::load_trusted(bytes, policy, signature)
+        Self::load_trusted(bytes, None, policy, signature)
     }
 
     fn load_trusted(
         bytes: &[u8],
+        file_name: Option<String>,
         policy: &TrustPolicy,
         signature: Option<&ImageSignature>,
     ) -> Result<GuestImage, crate::Error> {
@@ -216,10 +221,14 @@ impl GuestImage {
             signer = verification.signer().map(TrustedKey::name),
             "guest image verified"
         );
-        Self::load_logged(bytes, Some(verification))
+        Self::load_logged(bytes, file_name, Some(verification))
     }
 
-    fn load_logged(bytes: &[u8], verification: Option<Verification>) -> Result<GuestImage, crate::Error> {
+    fn load_logged(
+        bytes: &[u8],
+        file_name: Option<String>,
+        verification: Option<Verification>,
+    ) -> Result<GuestImage, crate::Error> {
         match load(bytes) {
             Ok(mut inner) => {
                 inner.verification = verification;
@@ -231,7 +240,7 @@ impl GuestImage {
                     pie = inner.pie,
                     "guest image loaded"
                 );
-                Ok(GuestImage { inner: Arc::new(inner) })
+                Ok(GuestImage { inner: Arc::new(Inner { file_name, ..inner }) })
             }
             Err(error) => {
                 tracing::debug!(%error, "guest image refused");
@@ -271,6 +280,18 @@ impl GuestImage {
     /// Whether the image was a PIE (ET_DYN), relocated to [`IMAGE_BASE`].
     pub fn is_position_independent(&self) -> bool {
         self.inner.pie
+    }
+
+    /// Guest address and number of the program headers, when a segment loads them (as a
+    /// linker lays out a PIE): what a debugger's AT_PHDR/AT_PHNUM point at.
+    pub(crate) fn program_headers(&self) -> Option<(u64, u64)> {
+        self.inner.program_headers
+    }
+
+    /// The name of the file the image was loaded from ([`from_file`](Self::from_file)), without
+    /// its directory.
+    pub(crate) fn file_name(&self) -> Option<&str> {
+        self.inner.file_name.as_deref()
     }
 
     /// The loaded segments, sorted by address and not overlapping (two may share a page).
@@ -315,6 +336,11 @@ struct LoadSegment {
     flags: u32,
     /// File bytes, then relocated; empty until the checks are done.
     data: Vec<u8>,
+}
+
+/// The last component of `path`, what a crash dump names as its program.
+fn file_name_of(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
@@ -440,6 +466,20 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         }
     }
 
+    // Where the program headers are in guest memory, if a segment's file bytes hold them.
+    let phdrs_len = u64::from(header.phnum).checked_mul(u64::from(header.phentsize));
+    let program_headers = loads
+        .iter()
+        .find_map(|s| {
+            let end = header.phoff.checked_add(phdrs_len?)?;
+            let into = header.phoff.checked_sub(s.offset)?;
+            if end > s.offset.checked_add(s.file_size)? {
+                return None;
+            }
+            place(s.vaddr.checked_add(into)?)
+        })
+        .map(|addr| (addr, u64::from(header.phnum)));
+
     let relro = relro.and_then(|(_, ph)| Some((ph.vaddr, ph.vaddr.checked_add(ph.mem_size)?)));
     let pages = pages::compute(&loads, relro, place)?;
     let segments = loads
@@ -459,6 +499,8 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         abi_version,
         end,
         pie,
+        program_headers,
+        file_name: None,
         segments,
         pages,
         verification: None,

@@ -2,6 +2,7 @@
 //! deadline and the per-call limits.
 
 use super::stats::LogRecord;
+use crate::debug::core::CoreDumpConfig;
 use crate::func::host::HostFunctions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub(crate) struct SandboxConfig<T> {
     pub(crate) limits: Limits,
     /// Imports with no registered host function are allowed: calling one fails as not found.
     pub(crate) unknown_imports_as_traps: bool,
+    /// Where faults write core files, if anywhere.
+    pub(crate) core_dumps: Option<Arc<CoreDumpConfig>>,
 }
 
 impl<T> Clone for SandboxConfig<T> {
@@ -45,6 +48,7 @@ impl<T> Clone for SandboxConfig<T> {
             call_timeout: self.call_timeout,
             limits: self.limits,
             unknown_imports_as_traps: self.unknown_imports_as_traps,
+            core_dumps: self.core_dumps.clone(),
         }
     }
 }
@@ -57,6 +61,7 @@ impl<T> Default for SandboxConfig<T> {
             call_timeout: Some(DEFAULT_CALL_TIMEOUT),
             limits: Limits::default(),
             unknown_imports_as_traps: false,
+            core_dumps: None,
         }
     }
 }

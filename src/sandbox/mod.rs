@@ -4,12 +4,14 @@
 //!
 //! Files, each importing only from the ones above it: `config` and `stats` (plain data),
 //! `functions` (the guest's exports and imports), `core` (the state every sandbox carries),
-//! `run` (the call cycle and run loop) and `snapshot` (snapshots, and restore) on the core, then
+//! `run` (the call cycle and run loop), `debug` (its crash-dump and gdb hooks) and `snapshot`
+//! (snapshots, and restore) on the core, then
 //! the public types: `ready` (`Sandbox`), `uninit`, `builder`, `template`, `pool`.
 
 mod builder;
 mod config;
 mod core;
+mod debug;
 mod functions;
 #[cfg(feature = "async")]
 mod future;

@@ -41,7 +41,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let image = a.trust.load(&a.guest)?;
     let digest = image.verification().map(|v| v.digest().to_string()).unwrap_or_default();
     let signer = image.verification().and_then(|v| v.signer()).map(|k| k.name().to_owned());
-    let sandbox = a.sandbox.builder().build(&image)?.init()?;
+    let sandbox = a.sandbox.builder()?.build(&image)?.init()?;
     if a.json {
         let d = Description {
             digest,

@@ -5,6 +5,7 @@ use crate::failure::Failure;
 use crate::trust::TrustArgs;
 use crate::values;
 use glint::Error;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Arguments are parsed by the function's declared parameter types: integers and floats in
@@ -25,6 +26,11 @@ pub struct Args {
     /// Print `{"function", "type", "result"}` as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Stop the guest before its first instruction and wait for gdb on ADDR, a loopback address
+    /// (port 0 picks a free one; the address is printed on stderr). Calls have no deadline then,
+    /// unless --timeout-ms sets one.
+    #[arg(long, value_name = "ADDR")]
+    pub gdb: Option<SocketAddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -37,7 +43,21 @@ struct Output<'a> {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let image = a.trust.load(&a.guest)?;
-    let mut sandbox = a.sandbox.builder().build(&image)?.init()?;
+    let mut builder = a.sandbox.builder()?;
+    let uninit = match a.gdb {
+        None => builder.build(&image)?,
+        Some(addr) => {
+            let server = glint::GdbServer::bind(addr)?;
+            if a.sandbox.timeout_ms.is_none() {
+                builder = builder.call_timeout(None);
+            }
+            let mut uninit = builder.build(&image)?;
+            eprintln!("note: waiting for gdb on {} (gdb -ex 'target remote {0}' GUEST)", server.local_addr()?);
+            uninit.attach_gdb(server)?;
+            uninit
+        }
+    };
+    let mut sandbox = uninit.init()?;
     super::note_unprovided_imports(&sandbox);
     let sig = sandbox
         .signature(&a.function)

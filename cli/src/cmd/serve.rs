@@ -28,11 +28,14 @@ pub struct Args {
     /// Quick mode's trust options (a manifest has its own `[trust]`, `digest` and `signature`).
     #[command(flatten)]
     pub trust: crate::trust::TrustArgs,
+    /// Crash dumps of faulting calls, for every function served.
+    #[command(flatten)]
+    pub core_dumps: super::CoreDumpOptions,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let _log = crate::logging::init();
-    let manifest = match (&a.manifest, &a.guest) {
+    let mut manifest = match (&a.manifest, &a.guest) {
         (Some(_), _) if !a.trust.is_empty() => {
             return Err(Failure::usage(
                 "--key, --signature and --digest are for --guest; a manifest has [trust], digest and signature",
@@ -49,6 +52,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     // Deploy-time policy (trust): refuse to start on any violation, with the same lines as
     // `glint policy check`.
     super::policy::enforce(&manifest)?;
+    manifest.server.core_dumps = a.core_dumps.config()?;
     serve(&manifest, a.listen).map_err(failure)
 }
 

@@ -128,12 +128,16 @@ pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder
     let default_buffer = 2 << 20;
     let input = buffer_for(server.max_body_bytes.saturating_add(server.max_header_bytes as u64), default_buffer);
     let output = buffer_for(spec.max_response_bytes as u64, default_buffer);
-    SandboxBuilder::new()
+    let builder = SandboxBuilder::new()
         .memory_mib(spec.memory_mib)
         .call_timeout(Some(spec.timeout))
         .input_buffer_size(input)
         .output_buffer_size(output)
-        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes })
+        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes });
+    match &server.core_dumps {
+        Some((dir, limits)) => builder.core_dumps(dir, *limits),
+        None => builder,
+    }
 }
 
 impl Runtime {

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub max_memory_mib: u64,
     /// Policy (trust): the longest per-request timeout a function may ask for (rule `max_timeout`).
     pub max_timeout: Duration,
+    /// Where faulting calls leave core files, and their bounds: set by `serve --core-dump`, not
+    /// by the manifest (a deployment file does not choose where the host writes crash dumps).
+    pub core_dumps: Option<(PathBuf, glint::CoreDumpLimits)>,
 }
 
 /// The number of CPUs this process may use (at least 1).
@@ -98,6 +101,7 @@ impl ServerConfig {
             data_dir: dir.join("data"),
             max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
             max_timeout: Duration::from_millis(DEFAULT_MAX_TIMEOUT_MS),
+            core_dumps: None,
         }
     }
 }
@@ -553,6 +557,7 @@ fn check_server(c: &mut Checker<'_>, raw: Option<&Spanned<RawServer>>, dir: &Pat
             " ms",
             d.max_timeout.as_millis() as u64,
         )),
+        core_dumps: None,
     }
 }
 

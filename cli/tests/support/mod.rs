@@ -75,6 +75,13 @@ impl Server {
         Server::spawn(&["serve", "--guest", guest, "--listen", "127.0.0.1:0"], TempDir::new("quick"), Stderr::File, &[])
     }
 
+    /// `glint serve --guest GUEST` with more options.
+    pub fn quick_with(guest: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--guest", guest, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::spawn(&args, TempDir::new("quick"), Stderr::File, &[])
+    }
+
     fn spawn(args: &[&str], dir: TempDir, stderr: Stderr, env: &[(&str, &str)]) -> Server {
         let log = dir.0.join("stderr.log");
         let err = match stderr {
