@@ -560,6 +560,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decode_errors_name_what_was_refused() {
+        extern crate alloc;
+        use alloc::string::ToString;
+        let cases = [
+            (DecodeError::Truncated, "message is truncated".to_string()),
+            (
+                DecodeError::FrameTooLarge { len: 9, capacity: 4 },
+                "frame announces 9 bytes but the buffer holds 4".to_string(),
+            ),
+            (DecodeError::UnknownTag(10), "unknown value tag 10".to_string()),
+            (DecodeError::BadBool(2), "boolean byte 2 is neither 0 nor 1".to_string()),
+            (DecodeError::BadStatus(7), "unknown status byte 7".to_string()),
+            (DecodeError::BadUtf8, "text is not valid UTF-8".to_string()),
+            (DecodeError::NameTooLong(300), alloc::format!("name of 300 bytes exceeds the limit of {MAX_NAME_LEN}")),
+            (DecodeError::TooMany(17), "count 17 exceeds the limit".to_string()),
+            (DecodeError::TrailingBytes(3), "3 unexpected bytes after the message".to_string()),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    #[test]
     fn values_round_trip() {
         let mut buf = [0u8; 256];
         let values = [
@@ -636,6 +659,54 @@ mod tests {
                 (Direction::Import, "greeting", 1, ValueType::String)
             ]
         );
+    }
+
+    #[test]
+    fn a_table_may_hold_exactly_max_exports_functions_and_no_more() {
+        extern crate alloc;
+        let table = |exports: usize| {
+            let mut buf = alloc::vec![0u8; 16 * (MAX_EXPORTS + 2)];
+            let n = write_frame(&mut buf, |s| {
+                put_count(s, exports)?;
+                for _ in 0..exports {
+                    put_function(s, "f", &[], ValueType::Unit)?;
+                }
+                put_count(s, 0)
+            })
+            .unwrap();
+            buf.truncate(n);
+            buf
+        };
+        let full = table(MAX_EXPORTS);
+        let mut seen = 0;
+        read_table::<()>(&full[LEN_PREFIX..], |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, MAX_EXPORTS);
+        let over = table(MAX_EXPORTS + 1);
+        assert_eq!(
+            read_table::<()>(&over[LEN_PREFIX..], |_, _| Ok(())),
+            Err(DecodeError::TooMany(MAX_EXPORTS as u64 + 1))
+        );
+    }
+
+    #[test]
+    fn truncating_writers_count_what_they_kept() {
+        use core::fmt::Write as _;
+        let mut buf = [0u8; 4];
+        let mut w = Truncating::new(&mut buf);
+        assert!(w.is_empty());
+        assert_eq!(w.len(), 0);
+        w.write_str("héllo").unwrap();
+        assert!(!w.is_empty());
+        assert_eq!(w.len(), 4);
+        assert_eq!(&buf, "hél".as_bytes());
+        extern crate alloc;
+        use alloc::string::ToString;
+        assert_eq!(Full.to_string(), "message does not fit in the buffer");
     }
 
     #[test]
