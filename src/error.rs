@@ -181,7 +181,7 @@ pub enum Error {
 /// | `GuestError` | the guest panicked, or its function returned an error of its own | 500 |
 /// | `Timeout` | the call ran past its deadline | 504 |
 /// | `Killed` | the call was stopped through an [`InterruptHandle`](crate::InterruptHandle) | 503 |
-/// | `ResourceLimit` | a limit was hit: host calls, memory, file descriptors, pool exhausted | 503 |
+/// | `ResourceLimit` | a limit was hit: host calls or log bytes of a call ([`Limit`]), host memory or file descriptors, pool exhausted | 503 |
 /// | `ImageRefused` | the guest image (or a snapshot of it) was refused, or its imports are not provided | 500 at start |
 /// | `BadRequest` | the caller asked wrongly: unknown function, wrong signature, arguments too large, a poisoned sandbox, an invalid setting | 400 / 404 |
 /// | `HostFunction` | a host function failed, panicked or is missing, and the guest call failed after it | 502 |
@@ -530,14 +530,19 @@ pub enum PoolEmpty {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Limit {
-    /// Host calls one guest call may make.
+    /// Host calls one guest call may make ([`Limits::max_host_calls`](crate::Limits::max_host_calls)).
     HostCalls,
+    /// Bytes of log text one guest call may write, when a line past them ends the call
+    /// ([`Limits::max_log_bytes`](crate::Limits::max_log_bytes) with
+    /// [`LogOverflow::EndCall`](crate::LogOverflow::EndCall)).
+    LogBytes,
 }
 
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Limit::HostCalls => "host calls per guest call",
+            Limit::LogBytes => "bytes of log text per guest call",
         })
     }
 }

@@ -86,6 +86,16 @@ impl CapsConfig {
     pub fn quota(&self, store: &str) -> u64 {
         self.kv_stores.get(store).map_or(self.kv_default_quota_bytes, |s| s.quota_bytes)
     }
+
+    /// The key that sets the quota of `store`: `kv_stores.<store>.quota_bytes` when this
+    /// configuration lists the store, else `kv_default_quota_bytes`.
+    pub fn quota_key(&self, store: &str) -> String {
+        if self.kv_stores.contains_key(store) {
+            format!("kv_stores.{store}.quota_bytes")
+        } else {
+            "kv_default_quota_bytes".to_owned()
+        }
+    }
 }
 
 /// What one function is granted (its manifest `[function.capabilities]` table). The default

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 pub struct Denial {
     /// The function whose guest made the call.
     pub function: Arc<str>,
-    /// The request, when the server marked it with [`enter_request`](crate::enter_request).
+    /// The request, when the calling sandbox's [`RequestState`](crate::RequestState) names one.
     pub request_id: Option<Arc<str>>,
     /// The host function called, e.g. `glint:http/send@1`.
     pub capability: &'static str,
@@ -23,8 +23,21 @@ pub struct Denial {
     /// The rule: `allowed_outbound_hosts`, `quota.kv_bytes`, `quota.outbound_requests`,
     /// `key_value_stores`, `variables`, `not_granted`.
     pub rule: &'static str,
+    /// For a quota reached (`kind` is `QuotaExceeded`): the manifest key that sets it and its
+    /// value.
+    pub quota: Option<QuotaHit>,
     /// The error message, as the guest received it.
     pub detail: String,
+}
+
+/// The quota a [`Denial`] ran into, in the manifest's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaHit {
+    /// The manifest key that sets it ([`Quota::manifest_key`](crate::Quota::manifest_key)):
+    /// `max_outbound_requests`, `kv_stores.<store>.quota_bytes`, `kv_default_quota_bytes`.
+    pub key: String,
+    /// Its value.
+    pub limit: u64,
 }
 
 type DenialHook = Arc<dyn Fn(&Denial) + Send + Sync>;

@@ -21,17 +21,29 @@ pub enum Quota {
     },
     /// Outbound HTTP requests one request (one guest call) may make.
     OutboundRequests,
-    /// The same limit, counted for calls made outside any
-    /// [`enter_request`](crate::enter_request): since the function was registered.
+    /// The same limit, counted for calls made without a request state (from a sandbox whose
+    /// data keeps none, see [`RequestData`](crate::RequestData), or on
+    /// [`FunctionCaps`](crate::FunctionCaps) directly): since the function was registered.
     OutboundRequestsUnscoped,
 }
 
 impl Quota {
-    /// The rule's stable name, for denials, audit events and metrics labels.
+    /// The rule's stable name, for denials and metrics labels.
     pub fn rule(&self) -> &'static str {
         match self {
             Quota::KvBytes { .. } => "quota.kv_bytes",
             Quota::OutboundRequests | Quota::OutboundRequestsUnscoped => "quota.outbound_requests",
+        }
+    }
+
+    /// The manifest key that sets this quota under `config`: `max_outbound_requests` (in
+    /// `[function.capabilities]`), `kv_stores.<store>.quota_bytes` for a store
+    /// `[capabilities.kv_stores.<store>]` lists, else `kv_default_quota_bytes` (in
+    /// `[capabilities]`). What `glint serve` puts in the `rule` of its `quota_exceeded` audit event.
+    pub fn manifest_key(&self, config: &crate::CapsConfig) -> String {
+        match self {
+            Quota::KvBytes { store } => config.quota_key(store),
+            Quota::OutboundRequests | Quota::OutboundRequestsUnscoped => "max_outbound_requests".to_owned(),
         }
     }
 }
@@ -379,6 +391,12 @@ mod tests {
             "quota_exceeded: key-value bytes of store \"default\" is limited to 100 (this call needs 120)"
         );
         assert_eq!(e.rule(), Some("quota.kv_bytes"));
+        let mut config = crate::CapsConfig::default();
+        let CapsError::QuotaExceeded { quota, .. } = &e else { unreachable!() };
+        assert_eq!(quota.manifest_key(&config), "kv_default_quota_bytes");
+        config.kv_stores.insert("default".into(), crate::StoreConfig { quota_bytes: 100 });
+        assert_eq!(quota.manifest_key(&config), "kv_stores.default.quota_bytes");
+        assert_eq!(Quota::OutboundRequests.manifest_key(&config), "max_outbound_requests");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! the host functions run, and their registration on a `SandboxBuilder`.
 
 use crate::config::{Grants, Redactor, Resolved, Variables, DEFAULT_MAX_OUTBOUND_REQUESTS};
-use crate::context::{CapsContext, Denial};
+use crate::context::{CapsContext, Denial, QuotaHit};
 use crate::error::{CapsError, CapsErrorKind, Quota};
 use crate::kv::Store;
 use crate::names::{self, Capability};
 use crate::outbound::{self, AllowList};
-use crate::scope::{self, RequestState};
-use glint::SandboxBuilder;
+use crate::request::{Counter, RequestData, RequestState, RequestUsage};
+use glint::{Caller, SandboxBuilder};
 use glint_abi::caps as abi;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,8 +19,10 @@ static MONOTONIC_ORIGIN: OnceLock<Instant> = OnceLock::new();
 
 /// One function's capabilities: what its grants allow, ready to register on its builder.
 ///
-/// The methods are the operations behind the host functions, callable from Rust as well (they
-/// report denials and count usage the same way).
+/// The operations behind the host functions are callable from Rust as well (they report denials
+/// and count usage the same way): on [`for_request`](Self::for_request), counting into one
+/// request's [`RequestState`], or directly on `FunctionCaps`, counting into the registration's
+/// shared counter (as host calls from sandboxes whose data keeps no request state do).
 #[derive(Clone)]
 pub struct FunctionCaps {
     inner: Arc<Inner>,
@@ -37,7 +39,8 @@ struct Inner {
     outbound_timeout: Duration,
     outbound_max_response_bytes: u64,
     max_outbound_requests: u32,
-    ambient: Mutex<RequestState>,
+    /// What calls without a request state count into (see [`RequestData`]).
+    shared: Mutex<RequestState>,
     redactor: Redactor,
 }
 
@@ -98,7 +101,7 @@ impl FunctionCaps {
                 outbound_timeout,
                 outbound_max_response_bytes: grants.outbound_max_response_bytes(ctx.config()),
                 max_outbound_requests: grants.max_outbound_requests.unwrap_or(DEFAULT_MAX_OUTBOUND_REQUESTS),
-                ambient: Mutex::new(RequestState::default()),
+                shared: Mutex::new(RequestState::default()),
                 redactor,
             }),
         })
@@ -136,21 +139,152 @@ impl FunctionCaps {
         self.inner.stores.get(name)
     }
 
+    /// The operations of this function for one request: they count into `state` (its quotas,
+    /// its usage, the request id of its denials).
+    pub fn for_request<'a>(&'a self, state: &'a mut RequestState) -> RequestCaps<'a> {
+        RequestCaps { caps: self, counter: Counter::Request(state) }
+    }
+
+    /// The operations for a sandbox with data `data`: its request state, or the shared counter
+    /// when it keeps none.
+    pub fn for_data<'a, T: RequestData>(&'a self, data: &'a mut T) -> RequestCaps<'a> {
+        match data.request_state() {
+            Some(state) => self.for_request(state),
+            None => self.shared(),
+        }
+    }
+
+    /// The operations counting into the registration's shared counter.
+    fn shared(&self) -> RequestCaps<'_> {
+        RequestCaps { caps: self, counter: Counter::Shared(&self.inner.shared) }
+    }
+
+    /// `glint:clock/wall@1` (shared counter; see [`RequestCaps::wall_ns`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::wall_ns`].
+    pub fn wall_ns(&self) -> Result<u64, CapsError> {
+        self.shared().wall_ns()
+    }
+
+    /// `glint:clock/monotonic@1` (see [`RequestCaps::monotonic_ns`]).
+    pub fn monotonic_ns(&self) -> u64 {
+        self.shared().monotonic_ns()
+    }
+
+    /// `glint:random/bytes@1` (shared counter; see [`RequestCaps::random_bytes`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::random_bytes`].
+    pub fn random_bytes(&self, n: u32) -> Result<Vec<u8>, CapsError> {
+        self.shared().random_bytes(n)
+    }
+
+    /// `glint:variables/get@1` (shared counter; see [`RequestCaps::variable`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::variable`].
+    pub fn variable(&self, name: &str) -> Result<String, CapsError> {
+        self.shared().variable(name)
+    }
+
+    /// `glint:kv/get@1` (shared counter; see [`RequestCaps::kv_get`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::kv_get`].
+    pub fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, CapsError> {
+        self.shared().kv_get(store, key)
+    }
+
+    /// `glint:kv/set@1` (shared counter; see [`RequestCaps::kv_set`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::kv_set`].
+    pub fn kv_set(&self, store: &str, key: &str, value: &[u8]) -> Result<u64, CapsError> {
+        self.shared().kv_set(store, key, value)
+    }
+
+    /// `glint:kv/delete@1` (shared counter; see [`RequestCaps::kv_delete`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::kv_delete`].
+    pub fn kv_delete(&self, store: &str, key: &str) -> Result<bool, CapsError> {
+        self.shared().kv_delete(store, key)
+    }
+
+    /// `glint:kv/list@1` (shared counter; see [`RequestCaps::kv_list`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::kv_list`].
+    pub fn kv_list(&self, store: &str, prefix: &str, after: &str, max: u32) -> Result<(Vec<String>, bool), CapsError> {
+        self.shared().kv_list(store, prefix, after, max)
+    }
+
+    /// `glint:http/send@1` (shared counter: the per-request limit counts since registration and
+    /// its error says so; see [`RequestCaps::http_send`]).
+    ///
+    /// # Errors
+    /// As [`RequestCaps::http_send`].
+    pub fn http_send(&self, request: &[u8]) -> Result<Vec<u8>, CapsError> {
+        self.shared().http_send(request)
+    }
+
+    /// The manifest key that sets `quota` for this function, e.g. `max_outbound_requests`, or
+    /// for a store `kv_stores.<store>.quota_bytes` when `[capabilities.kv_stores.<store>]` sets
+    /// it, else `kv_default_quota_bytes`.
+    pub fn quota_key(&self, quota: &Quota) -> String {
+        quota.manifest_key(self.inner.ctx.config())
+    }
+
+    fn granted_store(&self, store: &str) -> Result<&Store, CapsError> {
+        // The names are the guest's: one may hold a secret it read, so they are redacted too.
+        self.inner
+            .stores
+            .get(store)
+            .ok_or_else(|| CapsError::UnknownStore { store: self.inner.redactor.redact(store).into_owned() })
+    }
+}
+
+/// One function's capabilities for one call, counting into one request's state: the operations
+/// behind the host functions (made by [`FunctionCaps::for_request`]).
+pub struct RequestCaps<'a> {
+    caps: &'a FunctionCaps,
+    counter: Counter<'a>,
+}
+
+impl std::fmt::Debug for RequestCaps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCaps")
+            .field("function", &self.caps.inner.function)
+            .field("per_request", &self.counter.is_per_request())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestCaps<'_> {
     /// Records a refusal (denial hook, usage) and passes the result on.
-    fn observe<T>(&self, capability: &'static str, result: Result<T, CapsError>) -> Result<T, CapsError> {
+    fn observe<T>(&mut self, capability: &'static str, result: Result<T, CapsError>) -> Result<T, CapsError> {
         if let Err(e) = &result {
+            let inner = &self.caps.inner;
             let kind = e.kind();
             if let Some(rule) = e.rule() {
-                let context = scope::with_request(&self.inner.ambient, |s| {
+                let context = self.counter.with(|s| {
                     s.usage.denials = s.usage.denials.saturating_add(1);
                     s.context.clone()
                 });
+                let quota = match e {
+                    CapsError::QuotaExceeded { quota, limit, .. } => {
+                        Some(QuotaHit { key: self.caps.quota_key(quota), limit: *limit })
+                    }
+                    _ => None,
+                };
                 let denial = Denial {
-                    function: Arc::clone(&self.inner.function),
+                    function: Arc::clone(&inner.function),
                     request_id: context.map(|c| c.request_id),
                     capability,
                     kind,
                     rule,
+                    quota,
                     detail: e.to_string(),
                 };
                 tracing::debug!(
@@ -162,29 +296,34 @@ impl FunctionCaps {
                     "capability call refused: {}",
                     denial.detail
                 );
-                self.inner.ctx.report(&denial);
+                inner.ctx.report(&denial);
             } else if kind != CapsErrorKind::Invalid {
-                tracing::debug!(target: "glint_caps", function = %self.inner.function, capability, "capability call failed: {e}");
+                tracing::debug!(target: "glint_caps", function = %inner.function, capability, "capability call failed: {e}");
             }
         }
         result
     }
 
-    fn usage(&self, f: impl FnOnce(&mut crate::RequestUsage)) {
-        scope::with_request(&self.inner.ambient, |s| f(&mut s.usage));
+    fn usage(&mut self, f: impl FnOnce(&mut RequestUsage)) {
+        self.counter.with(|s| f(&mut s.usage));
+    }
+
+    /// What the request used so far (for the shared counter: since registration).
+    pub fn used(&mut self) -> RequestUsage {
+        self.counter.with(|s| s.usage)
     }
 
     /// `glint:clock/wall@1`: nanoseconds since the Unix epoch.
     ///
     /// # Errors
     /// The clock reads before 1970.
-    pub fn wall_ns(&self) -> Result<u64, CapsError> {
+    pub fn wall_ns(&mut self) -> Result<u64, CapsError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| CapsError::ClockBeforeEpoch);
         self.observe(abi::CLOCK_WALL, now.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
     }
 
     /// `glint:clock/monotonic@1`: nanoseconds since an origin fixed for the process.
-    pub fn monotonic_ns(&self) -> u64 {
+    pub fn monotonic_ns(&mut self) -> u64 {
         let origin = *MONOTONIC_ORIGIN.get_or_init(Instant::now);
         u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -193,7 +332,7 @@ impl FunctionCaps {
     ///
     /// # Errors
     /// `n` above [`abi::MAX_RANDOM_BYTES`]; the OS source failed.
-    pub fn random_bytes(&self, n: u32) -> Result<Vec<u8>, CapsError> {
+    pub fn random_bytes(&mut self, n: u32) -> Result<Vec<u8>, CapsError> {
         let result = (|| {
             if n > abi::MAX_RANDOM_BYTES {
                 return Err(CapsError::invalid("n", format!("{n} bytes exceeds {}", abi::MAX_RANDOM_BYTES)));
@@ -209,30 +348,22 @@ impl FunctionCaps {
     ///
     /// # Errors
     /// The variable is not granted.
-    pub fn variable(&self, name: &str) -> Result<String, CapsError> {
-        let result = self
-            .inner
+    pub fn variable(&mut self, name: &str) -> Result<String, CapsError> {
+        let inner = &self.caps.inner;
+        let result = inner
             .variables
             .get(name)
             .map(|r| r.value.clone())
-            .ok_or_else(|| CapsError::UnknownVariable { name: self.inner.redactor.redact(name).into_owned() });
+            .ok_or_else(|| CapsError::UnknownVariable { name: inner.redactor.redact(name).into_owned() });
         self.observe(abi::VARIABLES_GET, result)
-    }
-
-    fn granted_store(&self, store: &str) -> Result<&Store, CapsError> {
-        // The names are the guest's: one may hold a secret it read, so they are redacted too.
-        self.inner
-            .stores
-            .get(store)
-            .ok_or_else(|| CapsError::UnknownStore { store: self.inner.redactor.redact(store).into_owned() })
     }
 
     /// `glint:kv/get@1`.
     ///
     /// # Errors
     /// The store is not granted, the key is empty or too long, the database failed.
-    pub fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, CapsError> {
-        let result = self.granted_store(store).and_then(|s| s.get(key));
+    pub fn kv_get(&mut self, store: &str, key: &str) -> Result<Option<Vec<u8>>, CapsError> {
+        let result = self.caps.granted_store(store).and_then(|s| s.get(key));
         self.usage(|u| u.kv_reads = u.kv_reads.saturating_add(1));
         self.observe(abi::KV_GET, result)
     }
@@ -241,8 +372,8 @@ impl FunctionCaps {
     ///
     /// # Errors
     /// As [`kv_get`](Self::kv_get), and the store's byte quota.
-    pub fn kv_set(&self, store: &str, key: &str, value: &[u8]) -> Result<u64, CapsError> {
-        let result = self.granted_store(store).and_then(|s| s.set(key, value));
+    pub fn kv_set(&mut self, store: &str, key: &str, value: &[u8]) -> Result<u64, CapsError> {
+        let result = self.caps.granted_store(store).and_then(|s| s.set(key, value));
         if result.is_ok() {
             let bytes = (key.len() as u64).saturating_add(value.len() as u64);
             self.usage(|u| {
@@ -257,8 +388,8 @@ impl FunctionCaps {
     ///
     /// # Errors
     /// As [`kv_get`](Self::kv_get).
-    pub fn kv_delete(&self, store: &str, key: &str) -> Result<bool, CapsError> {
-        let result = self.granted_store(store).and_then(|s| s.delete(key));
+    pub fn kv_delete(&mut self, store: &str, key: &str) -> Result<bool, CapsError> {
+        let result = self.caps.granted_store(store).and_then(|s| s.delete(key));
         self.usage(|u| u.kv_writes = u.kv_writes.saturating_add(1));
         self.observe(abi::KV_DELETE, result)
     }
@@ -267,8 +398,14 @@ impl FunctionCaps {
     ///
     /// # Errors
     /// The store is not granted, the database failed.
-    pub fn kv_list(&self, store: &str, prefix: &str, after: &str, max: u32) -> Result<(Vec<String>, bool), CapsError> {
-        let result = self.granted_store(store).and_then(|s| s.list(prefix, after, max));
+    pub fn kv_list(
+        &mut self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+        max: u32,
+    ) -> Result<(Vec<String>, bool), CapsError> {
+        let result = self.caps.granted_store(store).and_then(|s| s.list(prefix, after, max));
         self.usage(|u| u.kv_reads = u.kv_reads.saturating_add(1));
         self.observe(abi::KV_LIST, result)
     }
@@ -279,19 +416,22 @@ impl FunctionCaps {
     /// # Errors
     /// A malformed request, a host outside the allow-list, the per-request limit, the timeout,
     /// the response cap, a connection failure, the guest call stopped meanwhile.
-    pub fn http_send(&self, request: &[u8]) -> Result<Vec<u8>, CapsError> {
+    pub fn http_send(&mut self, request: &[u8]) -> Result<Vec<u8>, CapsError> {
         let result = self.http_send_inner(request);
         self.observe(abi::HTTP_SEND, result)
     }
 
-    fn http_send_inner(&self, request: &[u8]) -> Result<Vec<u8>, CapsError> {
-        let i = &self.inner;
+    fn http_send_inner(&mut self, request: &[u8]) -> Result<Vec<u8>, CapsError> {
+        let i = &self.caps.inner;
         let decoded = glint_abi::http::read_request(request).map_err(CapsError::InvalidRequest)?;
         let checked = outbound::check(&decoded, &i.allow)?;
         let limit = i.max_outbound_requests;
-        scope::with_request(&i.ambient, |s| {
+        let quota =
+            if self.counter.is_per_request() { Quota::OutboundRequests } else { Quota::OutboundRequestsUnscoped };
+        // Counted (and the counter released) before the request goes out: the shared counter is
+        // never held across the network.
+        self.counter.with(|s| {
             if s.usage.outbound_requests >= limit {
-                let quota = if s.context.is_some() { Quota::OutboundRequests } else { Quota::OutboundRequestsUnscoped };
                 return Err(CapsError::QuotaExceeded { quota, limit: u64::from(limit), needed: None });
             }
             s.usage.outbound_requests = s.usage.outbound_requests.saturating_add(1);
@@ -305,45 +445,65 @@ impl FunctionCaps {
             .map_err(|reason| CapsError::EncodeResponse { origin, reason })?;
         Ok(out)
     }
+}
 
+impl FunctionCaps {
     /// Registers the host function of every granted capability on `builder` (and nothing else:
     /// what is not granted stays unregistered, so the guest's call finds no such function).
-    pub fn register(&self, builder: SandboxBuilder) -> SandboxBuilder {
+    ///
+    /// Each host function reaches the calling sandbox's data through `Caller<'_, T>` and counts
+    /// the call into its [`RequestState`] ([`RequestData`]); with data that keeps none (`()`),
+    /// into the registration's shared counter.
+    pub fn register<T: RequestData>(&self, builder: SandboxBuilder<T>) -> SandboxBuilder<T> {
         let mut b = builder;
         if self.grants(Capability::Clock) {
             let c = self.clone();
-            b = b.host_fn(abi::CLOCK_WALL, move || c.wall_ns());
+            b = b.host_fn(abi::CLOCK_WALL, move |mut cx: Caller<'_, T>| c.for_data(cx.data_mut()).wall_ns());
             let c = self.clone();
-            b = b.host_fn(abi::CLOCK_MONOTONIC, move || c.monotonic_ns());
+            b = b.host_fn(abi::CLOCK_MONOTONIC, move |mut cx: Caller<'_, T>| c.for_data(cx.data_mut()).monotonic_ns());
         }
         if self.grants(Capability::Random) {
             let c = self.clone();
-            b = b.host_fn(abi::RANDOM_BYTES, move |n: u32| c.random_bytes(n));
+            b = b.host_fn(abi::RANDOM_BYTES, move |mut cx: Caller<'_, T>, n: u32| {
+                c.for_data(cx.data_mut()).random_bytes(n)
+            });
         }
         if self.grants(Capability::Variables) {
             let c = self.clone();
-            b = b.host_fn(abi::VARIABLES_GET, move |name: String| c.variable(&name));
+            b = b.host_fn(abi::VARIABLES_GET, move |mut cx: Caller<'_, T>, name: String| {
+                c.for_data(cx.data_mut()).variable(&name)
+            });
         }
         if self.grants(Capability::Kv) {
             let c = self.clone();
-            b = b.host_fn(abi::KV_GET, move |store: String, key: String| -> Result<Vec<u8>, CapsError> {
-                let value = c.kv_get(&store, &key)?;
-                let mut out = Vec::with_capacity(value.as_ref().map_or(1, |v| v.len().saturating_add(1)));
-                // A Vec never fills.
-                let _ = abi::put_option(&mut out, value.as_deref());
-                Ok(out)
+            b = b.host_fn(
+                abi::KV_GET,
+                move |mut cx: Caller<'_, T>, store: String, key: String| -> Result<Vec<u8>, CapsError> {
+                    let value = c.for_data(cx.data_mut()).kv_get(&store, &key)?;
+                    let mut out = Vec::with_capacity(value.as_ref().map_or(1, |v| v.len().saturating_add(1)));
+                    // A Vec never fills.
+                    let _ = abi::put_option(&mut out, value.as_deref());
+                    Ok(out)
+                },
+            );
+            let c = self.clone();
+            b = b.host_fn(abi::KV_SET, move |mut cx: Caller<'_, T>, store: String, key: String, value: Vec<u8>| {
+                c.for_data(cx.data_mut()).kv_set(&store, &key, &value).map(drop)
             });
             let c = self.clone();
-            b = b.host_fn(abi::KV_SET, move |store: String, key: String, value: Vec<u8>| {
-                c.kv_set(&store, &key, &value).map(drop)
+            b = b.host_fn(abi::KV_DELETE, move |mut cx: Caller<'_, T>, store: String, key: String| {
+                c.for_data(cx.data_mut()).kv_delete(&store, &key)
             });
-            let c = self.clone();
-            b = b.host_fn(abi::KV_DELETE, move |store: String, key: String| c.kv_delete(&store, &key));
             let c = self.clone();
             b = b.host_fn(
                 abi::KV_LIST,
-                move |store: String, prefix: String, after: String, max: u32| -> Result<Vec<u8>, CapsError> {
-                    let (keys, more) = c.kv_list(&store, &prefix, &after, max)?;
+                move |mut cx: Caller<'_, T>,
+                      store: String,
+                      prefix: String,
+                      after: String,
+                      max: u32|
+                      -> Result<Vec<u8>, CapsError> {
+                    let (keys, more) = c.for_data(cx.data_mut()).kv_list(&store, &prefix, &after, max)?;
                     let mut out = Vec::new();
                     // A Vec never fills.
                     let _ = abi::put_key_page_head(&mut out, keys.len());
@@ -357,34 +517,55 @@ impl FunctionCaps {
         }
         if self.grants(Capability::Http) {
             let c = self.clone();
-            b = b.host_fn(abi::HTTP_SEND, move |request: Vec<u8>| c.http_send(&request));
+            b = b.host_fn(abi::HTTP_SEND, move |mut cx: Caller<'_, T>, request: Vec<u8>| {
+                c.for_data(cx.data_mut()).http_send(&request)
+            });
         }
         b
     }
 
     /// Registers, for every capability host function that is NOT granted, a stub that refuses
-    /// the call naming the manifest entry that would grant it (and reports a [`Denial`]).
+    /// the call naming the manifest entry that would grant it (and reports a [`Denial`], with
+    /// the request of the calling sandbox's data, as [`register`](Self::register) does).
     ///
     /// A stop-gap until the core checks declared imports at `init`: with that check, stubs would
     /// satisfy it and hide the refusal at start, so drop this call then.
-    pub fn register_denials(&self, builder: SandboxBuilder) -> SandboxBuilder {
+    pub fn register_denials<T: RequestData>(&self, builder: SandboxBuilder<T>) -> SandboxBuilder<T> {
         let mut b = builder;
         for import in names::IMPORTS.iter().filter(|i| !self.grants(i.capability)) {
             let c = self.clone();
             let name = import.name;
             let hint = import.grant_hint;
-            let refuse = move || c.observe::<()>(name, Err(CapsError::NotGranted { import: name, grant_hint: hint }));
+            let refuse = move |data: &mut T| {
+                c.for_data(data).observe::<()>(name, Err(CapsError::NotGranted { import: name, grant_hint: hint }))
+            };
             b = match name {
-                abi::CLOCK_WALL | abi::CLOCK_MONOTONIC => b.host_fn(name, move || refuse().map(|()| 0u64)),
-                abi::RANDOM_BYTES => b.host_fn(name, move |_: u32| refuse().map(|()| Vec::<u8>::new())),
-                abi::VARIABLES_GET => b.host_fn(name, move |_: String| refuse().map(|()| String::new())),
-                abi::KV_GET => b.host_fn(name, move |_: String, _: String| refuse().map(|()| Vec::<u8>::new())),
-                abi::KV_SET => b.host_fn(name, move |_: String, _: String, _: Vec<u8>| refuse()),
-                abi::KV_DELETE => b.host_fn(name, move |_: String, _: String| refuse().map(|()| false)),
-                abi::KV_LIST => {
-                    b.host_fn(name, move |_: String, _: String, _: String, _: u32| refuse().map(|()| Vec::<u8>::new()))
+                abi::CLOCK_WALL | abi::CLOCK_MONOTONIC => {
+                    b.host_fn(name, move |mut cx: Caller<'_, T>| refuse(cx.data_mut()).map(|()| 0u64))
                 }
-                abi::HTTP_SEND => b.host_fn(name, move |_: Vec<u8>| refuse().map(|()| Vec::<u8>::new())),
+                abi::RANDOM_BYTES => b.host_fn(name, move |mut cx: Caller<'_, T>, _: u32| {
+                    refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
+                }),
+                abi::VARIABLES_GET => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String| {
+                    refuse(cx.data_mut()).map(|()| String::new())
+                }),
+                abi::KV_GET => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String| {
+                    refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
+                }),
+                abi::KV_SET => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String, _: Vec<u8>| {
+                    refuse(cx.data_mut())
+                }),
+                abi::KV_DELETE => b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String| {
+                    refuse(cx.data_mut()).map(|()| false)
+                }),
+                abi::KV_LIST => {
+                    b.host_fn(name, move |mut cx: Caller<'_, T>, _: String, _: String, _: String, _: u32| {
+                        refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
+                    })
+                }
+                abi::HTTP_SEND => b.host_fn(name, move |mut cx: Caller<'_, T>, _: Vec<u8>| {
+                    refuse(cx.data_mut()).map(|()| Vec::<u8>::new())
+                }),
                 _ => b,
             };
         }
@@ -456,9 +637,10 @@ mod tests {
             .on_denial(move |d: &Denial| sink.lock().unwrap().push(d.clone()));
         let vars = Variables::new().with("a", Variable::plain("b"));
         let c = FunctionCaps::new("fn-a", &Grants::default(), &vars, &ctx).unwrap();
-        let guard = crate::enter_request(crate::RequestContext { request_id: "req-1".into(), function: "fn-a".into() });
-        assert!(c.variable("missing").is_err());
-        assert_eq!(guard.finish().denials, 1);
+        let mut state =
+            RequestState::new(crate::RequestContext { request_id: "req-1".into(), function: "fn-a".into() });
+        assert!(c.for_request(&mut state).variable("missing").is_err());
+        assert_eq!(state.finish().denials, 1);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].request_id.as_deref(), Some("req-1"));

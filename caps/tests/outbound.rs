@@ -8,8 +8,8 @@ mod common;
 
 use common::{request, Response, Upstream};
 use glint_caps::{
-    enter_request, CapsConfig, CapsContext, CapsError, CapsErrorKind, Denial, FunctionCaps, Grants, Quota,
-    RequestContext, Variables,
+    CapsConfig, CapsContext, CapsError, CapsErrorKind, Denial, FunctionCaps, Grants, Quota, RequestCaps,
+    RequestContext, RequestState, Variables,
 };
 use std::sync::{Arc, Mutex};
 
@@ -29,11 +29,9 @@ fn caps_for(upstream: &Upstream, tweak: impl FnOnce(&mut Grants)) -> (FunctionCa
     (FunctionCaps::new("fetcher", &grants, &Variables::new(), &ctx).unwrap(), denials)
 }
 
-fn in_request<R>(f: impl FnOnce() -> R) -> R {
-    let guard = enter_request(RequestContext { request_id: "r".into(), function: "fetcher".into() });
-    let r = f();
-    drop(guard);
-    r
+fn in_request<R>(caps: &FunctionCaps, f: impl FnOnce(&mut RequestCaps<'_>) -> R) -> R {
+    let mut state = RequestState::new(RequestContext { request_id: "r".into(), function: "fetcher".into() });
+    f(&mut caps.for_request(&mut state))
 }
 
 #[test]
@@ -41,17 +39,18 @@ fn an_allowed_request_reaches_the_server_and_returns_its_response() {
     let upstream = Upstream::start();
     let (caps, denials) = caps_for(&upstream, |_| {});
     let req = request("POST", &upstream.url("/ok?q=1"), &[("x-test", "yes")], b"payload");
-    let resp = Response::decode(&in_request(|| caps.http_send(&req)).unwrap());
+    let resp = Response::decode(&in_request(&caps, |c| c.http_send(&req)).unwrap());
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ok POST /ok?q=1 x-test=yes\npayload");
     assert_eq!(resp.header("x-upstream").as_deref(), Some("yes"));
     // Not an error status: a 404 is a response like any other.
-    let missing =
-        Response::decode(&in_request(|| caps.http_send(&request("GET", &upstream.url("/nope"), &[], b""))).unwrap());
+    let missing = Response::decode(
+        &in_request(&caps, |c| c.http_send(&request("GET", &upstream.url("/nope"), &[], b""))).unwrap(),
+    );
     assert_eq!(missing.status, 404);
     // Redirects are returned, not followed.
     let redirect = Response::decode(
-        &in_request(|| caps.http_send(&request("GET", &upstream.url("/redirect"), &[], b""))).unwrap(),
+        &in_request(&caps, |c| c.http_send(&request("GET", &upstream.url("/redirect"), &[], b""))).unwrap(),
     );
     assert_eq!((redirect.status, redirect.header("location").as_deref()), (302, Some("/ok")));
     assert_eq!(upstream.hits(), 3);
@@ -68,7 +67,7 @@ fn hosts_outside_the_allow_list_are_denied_naming_the_rule_and_never_contacted()
         format!("http://localhost:{}/ok", upstream.port), // a name, where the pattern has an address
         format!("http://127.0.0.2:{}/ok", upstream.port),
     ] {
-        let e = in_request(|| caps.http_send(&request("GET", &url, &[], b""))).unwrap_err();
+        let e = in_request(&caps, |c| c.http_send(&request("GET", &url, &[], b""))).unwrap_err();
         assert!(matches!(e, CapsError::HostDenied { rule: "allowed_outbound_hosts", .. }), "{url}: {e}");
         let text = e.to_string();
         assert!(text.starts_with("denied: ") && text.contains("allowed_outbound_hosts"), "{text}");
@@ -88,7 +87,7 @@ fn a_slow_server_times_out() {
     let upstream = Upstream::start();
     let (caps, _) = caps_for(&upstream, |g| g.outbound_timeout_ms = Some(300));
     for path in ["/slow", "/slow-body"] {
-        let e = in_request(|| caps.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap_err();
+        let e = in_request(&caps, |c| c.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap_err();
         assert!(matches!(e, CapsError::Timeout { .. }), "{path}: {e}");
         assert_eq!(e.kind(), CapsErrorKind::Timeout);
         assert!(e.to_string().starts_with("timeout: http://127.0.0.1:"), "{e}");
@@ -101,15 +100,16 @@ fn a_huge_body_hits_the_size_cap() {
     let upstream = Upstream::start();
     let (caps, _) = caps_for(&upstream, |_| {});
     for path in ["/huge", "/huge-chunked"] {
-        let e = in_request(|| caps.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap_err();
+        let e = in_request(&caps, |c| c.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap_err();
         assert!(matches!(e, CapsError::ResponseTooLarge { limit: 65536, .. }), "{path}: {e}");
         assert!(e.to_string().starts_with("too_large: "), "{e}");
     }
     // Exactly at the cap is fine: raise the cap to the body's size.
     let (caps, _) = caps_for(&upstream, |g| g.outbound_max_response_bytes = Some(common::HUGE as u64));
     for path in ["/huge", "/huge-chunked"] {
-        let resp =
-            Response::decode(&in_request(|| caps.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap());
+        let resp = Response::decode(
+            &in_request(&caps, |c| c.http_send(&request("GET", &upstream.url(path), &[], b""))).unwrap(),
+        );
         assert_eq!(resp.body.len(), common::HUGE, "{path}");
     }
 }
@@ -118,19 +118,21 @@ fn a_huge_body_hits_the_size_cap() {
 fn the_outbound_limit_counts_per_request() {
     let upstream = Upstream::start();
     let (caps, denials) = caps_for(&upstream, |g| g.max_outbound_requests = Some(2));
-    let send = || caps.http_send(&request("GET", &upstream.url("/ok"), &[], b""));
+    let ok = request("GET", &upstream.url("/ok"), &[], b"");
     for round in 0..2 {
-        let guard =
-            enter_request(RequestContext { request_id: format!("req-{round}").into(), function: "fetcher".into() });
+        let mut state =
+            RequestState::new(RequestContext { request_id: format!("req-{round}").into(), function: "fetcher".into() });
+        let mut send = || caps.for_request(&mut state).http_send(&ok);
         send().unwrap();
         send().unwrap();
         let e = send().unwrap_err();
         assert!(matches!(e, CapsError::QuotaExceeded { quota: Quota::OutboundRequests, limit: 2, .. }), "{e}");
         assert_eq!(e.to_string(), "quota_exceeded: outbound requests per request is limited to 2");
-        let usage = guard.finish();
+        let usage = state.finish();
         assert_eq!((usage.outbound_requests, usage.denials), (2, 1));
     }
-    // Outside any request the limit counts since registration, and says so.
+    // Without a request state the limit counts since registration, and says so.
+    let send = || caps.http_send(&ok);
     send().unwrap();
     send().unwrap();
     let e = send().unwrap_err();
@@ -155,7 +157,7 @@ fn malformed_or_smuggling_requests_are_refused_before_sending() {
         (request("GET", &upstream.url("/ok"), &[("Transfer-Encoding", "chunked")], b""), "set by the host"),
     ];
     for (bytes, expected) in cases {
-        let e = in_request(|| caps.http_send(&bytes)).unwrap_err();
+        let e = in_request(&caps, |c| c.http_send(&bytes)).unwrap_err();
         assert_eq!(e.kind(), CapsErrorKind::Invalid, "{e}");
         assert!(e.to_string().contains(expected), "{e}");
     }
@@ -169,7 +171,8 @@ fn a_connection_refused_is_unavailable() {
     let ctx = CapsContext::new(&CapsConfig::default(), None).unwrap();
     let grants = Grants { allowed_outbound_hosts: vec![format!("http://127.0.0.1:{port}")], ..Grants::default() };
     let caps = FunctionCaps::new("f", &grants, &Variables::new(), &ctx).unwrap();
-    let e = in_request(|| caps.http_send(&request("GET", &format!("http://127.0.0.1:{port}/"), &[], b""))).unwrap_err();
+    let e = in_request(&caps, |c| c.http_send(&request("GET", &format!("http://127.0.0.1:{port}/"), &[], b"")))
+        .unwrap_err();
     assert_eq!(e.kind(), CapsErrorKind::Unavailable, "{e}");
     assert!(e.to_string().starts_with(&format!("unavailable: request to http://127.0.0.1:{port} failed")), "{e}");
 }

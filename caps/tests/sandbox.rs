@@ -9,7 +9,7 @@ mod common;
 use common::{request, Response, Upstream};
 use glint::{ErrorKind, GuestImage, PoolConfig, Sandbox, SandboxBuilder, SandboxPool, Value};
 use glint_caps::{
-    enter_request, CapsConfig, CapsContext, CapsError, Denial, FunctionCaps, Grants, RequestContext, StoreConfig,
+    CapsConfig, CapsContext, CapsError, Denial, FunctionCaps, Grants, RequestContext, RequestState, StoreConfig,
     Variable, Variables,
 };
 use std::path::Path;
@@ -202,24 +202,25 @@ fn per_request_limits_reset_with_each_request_of_a_pool() {
     let mut g = grants(&upstream);
     g.max_outbound_requests = Some(1);
     let caps = FunctionCaps::new("http", &g, &vars(), &ctx).unwrap();
+    // The sandboxes carry a RequestState, fresh for every checkout of the pool.
     let pool = SandboxPool::new(
-        &caps.register(SandboxBuilder::new().unknown_imports_as_traps(true)),
+        &caps.register(SandboxBuilder::<RequestState>::with_data().unknown_imports_as_traps(true)),
         &image(),
         PoolConfig { max_sandboxes: 2, ready_target: 1, ..PoolConfig::default() },
     )
     .unwrap();
     let fetch = request("GET", &format!("/fetch?url={}", upstream.url("/ok")), &[], b"");
     for id in 0..3 {
-        let guard = enter_request(RequestContext { request_id: format!("req-{id}").into(), function: "http".into() });
         let mut sb = pool.take().unwrap();
+        sb.data_mut().begin(RequestContext { request_id: format!("req-{id}").into(), function: "http".into() });
         let Value::Bytes(out) = sb.call("handle", &[Value::Bytes(fetch.clone())]).unwrap() else { panic!() };
         assert_eq!(Response::decode(&out).status, 200, "request {id}");
         let Value::Bytes(out) = sb.call("handle", &[Value::Bytes(fetch.clone())]).unwrap() else { panic!() };
         let second = Response::decode(&out);
         assert_eq!(second.status, 507, "request {id}: the second fetch of one request is over the limit");
         assert!(second.text().contains("outbound requests per request is limited to 1"), "{}", second.text());
+        let usage = sb.data_mut().finish();
         drop(sb);
-        let usage = guard.finish();
         assert_eq!((usage.outbound_requests, usage.denials), (1, 1));
     }
     assert_eq!(upstream.hits(), 3);
@@ -315,4 +316,78 @@ fn many_guests_writing_one_key_at_once_leave_one_whole_value() {
     assert!(last_values.contains(&value), "the winner is some writer's last write, whole");
     let (usage, counted) = (store.usage().unwrap(), store.recount().unwrap());
     assert_eq!((usage.bytes, usage.keys, usage.seq), (counted.bytes, 1, 40));
+}
+
+/// The capability quotas end to end, through sandboxes that carry a `RequestState`: each is a
+/// typed `CapsError::QuotaExceeded` naming the quota and its value, reaches the denial hook with
+/// the request and the quota's manifest key, and counts in the request's usage only.
+#[test]
+fn quotas_reach_the_hook_with_their_manifest_key_and_the_request() {
+    require_kvm!();
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let denials = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&denials);
+    // `default` has its own quota; `other` takes kv_default_quota_bytes.
+    let mut config = CapsConfig { kv_default_quota_bytes: 32, ..CapsConfig::default() };
+    config.kv_stores.insert("default".into(), StoreConfig { quota_bytes: 64 });
+    let ctx = CapsContext::new(&config, Some(dir.path()))
+        .unwrap()
+        .on_denial(move |d: &Denial| sink.lock().unwrap().push(d.clone()));
+    let mut g = grants(&upstream);
+    g.key_value_stores.push("other".into());
+    g.max_outbound_requests = Some(1);
+    let caps = FunctionCaps::new("http", &g, &vars(), &ctx).unwrap();
+    let builder = caps.register(SandboxBuilder::<RequestState>::with_data().unknown_imports_as_traps(true));
+    let mut sb = builder.build(&image()).unwrap().init().unwrap();
+    let begin = |sb: &mut Sandbox<RequestState>, id: &str| {
+        sb.data_mut().begin(RequestContext { request_id: id.into(), function: "http".into() })
+    };
+
+    // The store's quota, through the guest (which answers 507 with the error's message).
+    begin(&mut sb, "r-kv");
+    let out = sb.call("handle", &[Value::Bytes(request("PUT", "/kv/big", &[], &[1; 100]))]).unwrap();
+    let Value::Bytes(out) = out else { panic!() };
+    assert_eq!(Response::decode(&out).status, 507);
+    assert_eq!(sb.data().usage().denials, 1);
+    // The outbound limit: the second fetch of one request.
+    begin(&mut sb, "r-out");
+    let fetch = request("GET", &format!("/fetch?url={}&times=2", upstream.url("/ok")), &[], b"");
+    let Value::Bytes(out) = sb.call("handle", &[Value::Bytes(fetch)]).unwrap() else { panic!() };
+    assert_eq!(Response::decode(&out).status, 507);
+    let usage = sb.data_mut().finish();
+    assert_eq!((usage.outbound_requests, usage.denials), (1, 1));
+    // The same operations from Rust, for one request: the typed errors.
+    let mut state = RequestState::new(RequestContext { request_id: "r-rust".into(), function: "http".into() });
+    let e = caps.for_request(&mut state).kv_set("other", "k", &[0; 40]).unwrap_err();
+    assert!(
+        matches!(&e, CapsError::QuotaExceeded { quota: glint_caps::Quota::KvBytes { store }, limit: 32, needed: Some(41) } if store == "other"),
+        "{e}"
+    );
+    caps.for_request(&mut state).http_send(&request("GET", &upstream.url("/ok"), &[], b"")).unwrap();
+    let e = caps.for_request(&mut state).http_send(&request("GET", &upstream.url("/ok"), &[], b"")).unwrap_err();
+    assert!(
+        matches!(e, CapsError::QuotaExceeded { quota: glint_caps::Quota::OutboundRequests, limit: 1, needed: None }),
+        "{e}"
+    );
+    assert_eq!(state.usage().denials, 2);
+
+    let d = denials.lock().unwrap();
+    let got: Vec<(Option<&str>, &str, &str, u64)> = d
+        .iter()
+        .map(|d| {
+            let q = d.quota.as_ref().expect("a quota denial names its quota");
+            (d.request_id.as_deref(), d.capability, q.key.as_str(), q.limit)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("r-kv"), "glint:kv/set@1", "kv_stores.default.quota_bytes", 64),
+            (Some("r-out"), "glint:http/send@1", "max_outbound_requests", 1),
+            (Some("r-rust"), "glint:kv/set@1", "kv_default_quota_bytes", 32),
+            (Some("r-rust"), "glint:http/send@1", "max_outbound_requests", 1),
+        ]
+    );
+    assert!(d.iter().all(|d| d.kind == glint_caps::CapsErrorKind::QuotaExceeded));
 }

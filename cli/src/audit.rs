@@ -12,7 +12,7 @@
 //! | `function` | string or null | the manifest function concerned |
 //! | `image_digest` | string or null | `sha256:<hex>` of the function's guest image |
 //! | `request_id` | string or null | the request's id (as in the response body and the request span) |
-//! | `rule` | string or null | the rule, quota or capability that decided (`require_signatures`, `max_host_calls`, `outbound_http`, ...) |
+//! | `rule` | string or null | the rule, quota or capability that decided (`require_signatures`, `max_host_calls`, `outbound_http`, ...); for `quota_exceeded` and `timeout` the quota's manifest key (`timeout_ms`, `memory_mib`, `max_host_calls`, `max_log_bytes`, `max_response_bytes`, `kv_stores.<store>.quota_bytes`, `kv_default_quota_bytes`, `max_outbound_requests`), with `detail` starting `quota KEY = VALUE exceeded: ` |
 //! | `detail` | string | a human-readable sentence; never a secret value |
 //!
 //! `event` is one of `image_verified`, `image_refused`, `policy_denied` (a deployment refused by

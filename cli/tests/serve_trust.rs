@@ -236,7 +236,7 @@ fn the_audit_log_after_a_scripted_sequence_holds_exactly_the_expected_events_and
             ("guest_fault", "t", Some("guest_fault")),
             ("guest_fault", "t", Some("guest_error")),
             ("quota_exceeded", "t", Some("max_response_bytes")),
-            ("timeout", "t", Some("timeout")),
+            ("timeout", "t", Some("timeout_ms")),
             ("overload", "full", Some("max_concurrency")),
         ],
         "{text}"

@@ -11,17 +11,44 @@ pub(crate) type LogHook = Arc<dyn Fn(&LogRecord) + Send + Sync>;
 
 /// Per-call bounds on what a guest can make the host do, beyond the buffer sizes (which bound
 /// every message a guest writes).
+///
+/// Build one from the default and change what you need, so new limits keep their defaults:
+///
+/// ```
+/// use glint::{Limits, LogOverflow};
+/// let strict = Limits { max_log_bytes: 4096, log_overflow: LogOverflow::EndCall, ..Limits::default() };
+/// assert_eq!(strict.max_host_calls, Limits::default().max_host_calls);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Host calls one guest call may make; more ends the call with `Error::LimitExceeded`.
+    /// Host calls one guest call may make; more ends the call with
+    /// `Error::LimitExceeded { limit: Limit::HostCalls, .. }` before the extra one is served.
     pub max_host_calls: u64,
-    /// Bytes of log text one guest call may write; lines past it are dropped (with one warning).
+    /// Bytes of log text one guest call may write (the message bytes, kept or not); what happens
+    /// to a line that would go past it is `log_overflow`.
     pub max_log_bytes: u64,
+    /// What a log line past `max_log_bytes` does.
+    pub log_overflow: LogOverflow,
+}
+
+/// What a guest's log line past [`Limits::max_log_bytes`] does. Either way the budget holds:
+/// no line past it reaches `tracing` or the log hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogOverflow {
+    /// The line is dropped (the first drop of a call logs one warning) and the call goes on;
+    /// [`CallStats::log_lines_dropped`](crate::CallStats::log_lines_dropped) counts the drops.
+    /// The default.
+    #[default]
+    DropLines,
+    /// The call ends with `Error::LimitExceeded { limit: Limit::LogBytes, value: max_log_bytes }`
+    /// (which poisons the sandbox, like every exceeded limit); the line is not logged.
+    EndCall,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_host_calls: 1 << 20, max_log_bytes: 1 << 20 }
+        Limits { max_host_calls: 1 << 20, max_log_bytes: 1 << 20, log_overflow: LogOverflow::DropLines }
     }
 }
 

@@ -27,7 +27,7 @@ mod uninit;
 mod tests;
 
 pub use builder::SandboxBuilder;
-pub use config::{Limits, DEFAULT_CALL_TIMEOUT};
+pub use config::{Limits, LogOverflow, DEFAULT_CALL_TIMEOUT};
 pub use functions::{Export, Import};
 #[cfg(feature = "async")]
 pub use future::{AsyncPool, CallFuture};

@@ -1,6 +1,7 @@
 //! The call cycle and the run loop: write the call, enter the guest, serve its crossings, turn
 //! every other exit into a typed error, decode the result.
 
+use super::config::LogOverflow;
 use super::core::Core;
 use super::stats::{CallStats, LogRecord};
 use crate::error::{sanitize, Crash, GuestFault, HostError, Limit, Message, PanicPayload, ProtocolError};
@@ -255,6 +256,10 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         let budget = self.config.limits.max_log_bytes.saturating_sub(self.stats.log_bytes);
         self.stats.log_bytes = self.stats.log_bytes.saturating_add(message.len() as u64);
         if (message.len() as u64) > budget {
+            if self.config.limits.log_overflow == LogOverflow::EndCall {
+                self.stats.log_lines_dropped += 1;
+                return Err(Error::LimitExceeded { limit: Limit::LogBytes, value: self.config.limits.max_log_bytes });
+            }
             if self.stats.log_lines_dropped == 0 {
                 tracing::warn!(
                     target: "glint::guest",

@@ -11,7 +11,8 @@ pub struct CallStats {
     pub log_lines: u64,
     /// Bytes of log text the guest wrote (kept or dropped).
     pub log_bytes: u64,
-    /// Log lines dropped because the call exceeded its log budget.
+    /// Log lines dropped because the call exceeded its log budget (with
+    /// [`LogOverflow::EndCall`](crate::LogOverflow::EndCall): the one line that ended the call).
     pub log_lines_dropped: u64,
 }
 

@@ -285,7 +285,7 @@ fn row_24_guest_log_text_is_sanitised_and_bounded() {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let mut sb = builder()
-        .limits(Limits { max_host_calls: 1 << 20, max_log_bytes: 16 << 10 })
+        .limits(Limits { max_log_bytes: 16 << 10, ..Limits::default() })
         .on_log(move |r| sink.lock().unwrap().push((r.level, r.message.clone())))
         .build(&testguest())
         .unwrap()

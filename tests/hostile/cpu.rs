@@ -2,7 +2,7 @@
 
 use crate::common::hostile::*;
 use crate::common::testguest;
-use glint::{Error, FaultKind, Limit, Limits, Message, ProtocolError, Sandbox, Value, ValueType};
+use glint::{Error, FaultKind, Limit, Limits, LogOverflow, Message, ProtocolError, Sandbox, Value, ValueType};
 use glint_abi::layout::{BOOT_INFO_ADDR, IMAGE_BASE, MAX_MEMORY, PAGE_SIZE};
 use glint_abi::port;
 use glint_abi::wire::DecodeError;
@@ -479,11 +479,12 @@ fn row_12_exit_storms_hit_the_deadline_and_the_limits() {
     ];
     let delivered = Arc::new(AtomicU64::new(0));
     let sink = delivered.clone();
-    let limited = builder().limits(Limits { max_host_calls: 100, max_log_bytes: 4096 }).on_log(move |r| {
-        if r.message == "log floolog floo" {
-            sink.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+    let limited =
+        builder().limits(Limits { max_host_calls: 100, max_log_bytes: 4096, ..Limits::default() }).on_log(move |r| {
+            if r.message == "log floolog floo" {
+                sink.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     let mut sb = raw_sandbox_with(&limited, &storm);
     let (err, stats) = hostile(&mut sb, |sb| {
         let err = sb.call("hostile", &[]).unwrap_err();
@@ -521,6 +522,44 @@ fn row_12_exit_storms_hit_the_deadline_and_the_limits() {
     // CPUID in a loop: exits (if KVM intercepts it) are handled in the kernel, and under
     // kvm_pvm there are none; either way the deadline ends it.
     assert!(matches!(raw_hostile(&[0x31, 0xc0, 0x0f, 0xa2, 0xeb, 0xfa]), Error::Timeout(_)));
+}
+
+/// Row 12, with `LogOverflow::EndCall`: the first line past the log budget ends the call with a
+/// typed error naming the limit and its value; no line past the budget reaches the hook, and a
+/// call within the budget is untouched.
+#[test]
+fn row_12_log_budget_can_end_the_call() {
+    require_kvm!();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let sink = delivered.clone();
+    let strict = Limits { max_log_bytes: 4096, log_overflow: LogOverflow::EndCall, ..Limits::default() };
+    let mut sb = builder()
+        .limits(strict)
+        .on_log(move |r| {
+            sink.fetch_add(r.message.len() as u64, Ordering::Relaxed);
+        })
+        .build(&testguest())
+        .unwrap()
+        .init()
+        .unwrap();
+    // "line 0" .. "line 9": 60 bytes, well within the budget.
+    assert_eq!(sb.call("log_lines", &[Value::U32(10)]).unwrap(), Value::U32(10));
+    assert_eq!(sb.last_call_stats().log_lines_dropped, 0);
+    delivered.store(0, Ordering::Relaxed);
+    let (err, stats) = hostile(&mut sb, |sb| {
+        let err = sb.call("log_lines", &[Value::U32(100_000)]).unwrap_err();
+        assert!(sb.is_poisoned());
+        (err, sb.last_call_stats())
+    });
+    assert!(matches!(err, Error::LimitExceeded { limit: Limit::LogBytes, value: 4096 }), "{err}");
+    assert_eq!(err.to_string(), "guest exceeded the limit of 4096 bytes of log text per guest call");
+    assert_eq!(err.kind(), glint::ErrorKind::ResourceLimit);
+    // The call stopped at the first line over the budget: what was delivered fits in it, and
+    // the one more line that did not fit was the last the guest wrote.
+    let kept = delivered.load(Ordering::Relaxed);
+    assert!(kept <= 4096 && kept > 4096 - 16, "{kept} bytes delivered");
+    assert_eq!(stats.log_lines_dropped, 1, "{stats:?}");
+    assert!(stats.log_bytes > 4096 && stats.log_lines < 1000, "{stats:?}");
 }
 
 #[test]

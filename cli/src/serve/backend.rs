@@ -2,16 +2,16 @@
 //! pool from its manifest entry, running one call in a fresh sandbox on a worker thread, and
 //! killing it when its client goes away.
 //!
-//! When the core gains per-sandbox state (`Caller<T>`) and declared imports, this is the module
-//! that changes: the request context becomes the sandbox's `T`, and `imports()` feeds the
-//! capability check at start.
+//! Every sandbox carries a [`RequestState`] as its data: the capability host functions count the
+//! request's quotas in it (through `glint::Caller`), the pool gives each checkout a fresh one, and
+//! [`Runtime::run`] says which request it serves before the call and reads what it used after.
 
 use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
     CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
     Signature, Value, ValueType, WhenEmpty,
 };
-use glint_caps::{FunctionCaps, Redactor, RequestContext, RequestUsage};
+use glint_caps::{FunctionCaps, Redactor, RequestContext, RequestState, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why a function could not be prepared at start.
@@ -71,7 +71,7 @@ impl StartError {
 pub type NativeFn = Arc<dyn Fn(&str, &[Value]) -> Result<Value, glint::Error> + Send + Sync>;
 
 enum Engine {
-    Guest(SandboxPool),
+    Guest(SandboxPool<RequestState>),
     Native(NativeFn),
 }
 
@@ -123,17 +123,21 @@ fn buffer_for(payload: u64, floor: u64) -> u64 {
     payload.saturating_add(slack).div_ceil(4096).saturating_mul(4096).max(floor)
 }
 
-/// The sandbox configuration of a function.
-pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder {
+/// The sandbox configuration of a function: its sandboxes carry a [`RequestState`].
+pub fn builder_for(spec: &FunctionSpec, server: &ServerConfig) -> SandboxBuilder<RequestState> {
     let default_buffer = 2 << 20;
     let input = buffer_for(server.max_body_bytes.saturating_add(server.max_header_bytes as u64), default_buffer);
     let output = buffer_for(spec.max_response_bytes as u64, default_buffer);
-    let builder = SandboxBuilder::new()
+    let builder = SandboxBuilder::<RequestState>::with_data()
         .memory_mib(spec.memory_mib)
         .call_timeout(Some(spec.timeout))
         .input_buffer_size(input)
         .output_buffer_size(output)
-        .limits(Limits { max_host_calls: spec.max_host_calls, max_log_bytes: spec.max_log_bytes });
+        .limits(Limits {
+            max_host_calls: spec.max_host_calls,
+            max_log_bytes: spec.max_log_bytes,
+            log_overflow: spec.log_overflow,
+        });
     match &server.core_dumps {
         Some((dir, limits)) => builder.core_dumps(dir, *limits),
         None => builder,
@@ -174,7 +178,8 @@ impl Runtime {
             when_empty: WhenEmpty::Wait(spec.timeout),
             restore_in_background: false,
         };
-        let pool = SandboxPool::new(&builder, image, config).map_err(glint_err)?;
+        // Every checkout gets a fresh RequestState: no request sees another's counters.
+        let pool = SandboxPool::with_data(&builder, image, config, RequestState::default).map_err(glint_err)?;
         let (exports, imports) = {
             let sandbox = pool.take().map_err(glint_err)?;
             (sandbox.exports().to_vec(), sandbox.imports().to_vec())
@@ -245,7 +250,7 @@ impl Runtime {
         invocation: Invocation,
         slot: &CallSlot,
         request: RequestContext,
-    ) -> (Outcome, Option<PooledSandbox>) {
+    ) -> (Outcome, Option<PooledSandbox<RequestState>>) {
         let (name, args) = match invocation {
             Invocation::Typed { export, args } => (export, args),
             Invocation::Http { handler, request } => (handler, vec![Value::Bytes(request)]),
@@ -265,11 +270,10 @@ impl Runtime {
                 if !slot.arm(sandbox.interrupt_handle()) {
                     return (failed(glint::Error::Cancelled), Some(sandbox));
                 }
-                // Until the core has per-sandbox state (Caller<T>), the capabilities find the
-                // request through a thread-local scope: the call runs on this thread.
-                let scope = glint_caps::enter_request(request);
+                // The checkout's data is fresh; it now names the request its denials report.
+                sandbox.data_mut().begin(request);
                 let result = sandbox.call(name, &args);
-                let usage = scope.finish();
+                let usage = sandbox.data_mut().finish();
                 slot.disarm();
                 let stats = sandbox.last_call_stats();
                 (Outcome { result, stats, usage }, Some(sandbox))

@@ -4,6 +4,7 @@
 use super::backend::{CallSlot, Invocation, Outcome};
 use super::conn::{ConnIo, Framing};
 use super::manifest::FunctionKind;
+use super::quota::{Quota, QuotaExceeded};
 use super::respond::{json_response, text_response, Failure};
 use super::{handler, metrics as m, typed, App, Function};
 use bytes::{Bytes, BytesMut};
@@ -186,14 +187,8 @@ fn record_failure(failure: &Failure, function: &str, f: Option<&Function>, span:
     match failure {
         Failure::Overloaded => metrics::counter!(m::OVERLOADED, "function" => function).increment(1),
         Failure::Guest(e) => {
+            count_guest_failure(e, &function);
             let kind = e.kind();
-            if kind != glint::ErrorKind::BadRequest {
-                metrics::counter!(m::GUEST_FAULTS, "function" => function.clone(), "kind" => kind.as_str())
-                    .increment(1);
-            }
-            if kind == glint::ErrorKind::Timeout {
-                metrics::counter!(m::TIMEOUTS, "function" => function).increment(1);
-            }
             let text = crate::failure::one_line(e);
             let text = match f.and_then(|f| f.caps.as_ref()) {
                 Some(caps) => caps.redactor().redact(&text).into_owned(),
@@ -201,19 +196,45 @@ fn record_failure(failure: &Failure, function: &str, f: Option<&Function>, span:
             };
             tracing::warn!(parent: span, kind = kind.as_str(), "guest call failed: {text}");
         }
-        Failure::ResponseTooLarge { size, limit } => {
-            tracing::warn!(parent: span, "the function returned {size} bytes, more than max_response_bytes = {limit}");
+        Failure::Quota { exceeded, cause } => {
+            if let Some(e) = cause {
+                count_guest_failure(e, &function);
+            }
+            metrics::counter!(m::QUOTA_EXCEEDED, "function" => function, "quota" => exceeded.quota.key().to_owned())
+                .increment(1);
+            tracing::warn!(parent: span, quota = exceeded.quota.key(), "{exceeded}");
         }
         Failure::BadResponse(detail) => tracing::warn!(parent: span, "{detail}"),
         other => tracing::debug!(parent: span, kind = other.kind(), "request refused"),
     }
 }
 
+/// The counters of a failed guest call: its kind, and timeouts.
+fn count_guest_failure(e: &glint::Error, function: &str) {
+    let kind = e.kind();
+    if kind != glint::ErrorKind::BadRequest {
+        metrics::counter!(m::GUEST_FAULTS, "function" => function.to_owned(), "kind" => kind.as_str()).increment(1);
+    }
+    if kind == glint::ErrorKind::Timeout {
+        metrics::counter!(m::TIMEOUTS, "function" => function.to_owned()).increment(1);
+    }
+}
+
+/// Records `event` for `f` and `request_id` in the audit log, if the function has one.
+fn audit_record(f: &Function, request_id: &str, mut event: crate::audit::AuditEvent) {
+    let Some(audit) = f.audit.as_ref() else { return };
+    event = event.function(f.name.to_string()).request_id(request_id);
+    if let Some(d) = &audit.image_digest {
+        event = event.image_digest(d);
+    }
+    audit.log.record(event);
+}
+
 /// The audit event a failed request leaves (trust: cli/src/audit.rs), if any: overload, quota
 /// exceeded, guest fault, timeout, kill. Capability denials are recorded by the caps hook.
 fn audit_failure(failure: &Failure, f: Option<&Function>, request_id: &str) {
     use crate::audit::{AuditEvent, AuditKind};
-    let Some((f, audit)) = f.and_then(|f| Some((f, f.audit.as_ref()?))) else { return };
+    let Some(f) = f.filter(|f| f.audit.is_some()) else { return };
     let redact = |text: String| match f.caps.as_ref() {
         Some(caps) => caps.redactor().redact(&text).into_owned(),
         None => text,
@@ -223,13 +244,7 @@ fn audit_failure(failure: &Failure, f: Option<&Function>, request_id: &str) {
             AuditEvent::new(AuditKind::Overload, "shed with 503: the function's running and waiting requests are full")
                 .rule("max_concurrency"),
         ),
-        Failure::ResponseTooLarge { size, limit } => Some(
-            AuditEvent::new(
-                AuditKind::QuotaExceeded,
-                format!("response of {size} bytes over max_response_bytes = {limit}"),
-            )
-            .rule("max_response_bytes"),
-        ),
+        Failure::Quota { exceeded, .. } => Some(exceeded.audit_event()),
         Failure::Guest(e) => {
             let kind = match e.kind() {
                 glint::ErrorKind::GuestFault | glint::ErrorKind::GuestError => Some(AuditKind::GuestFault),
@@ -238,16 +253,13 @@ fn audit_failure(failure: &Failure, f: Option<&Function>, request_id: &str) {
                 glint::ErrorKind::ResourceLimit => Some(AuditKind::QuotaExceeded),
                 _ => None,
             };
-            kind.map(|k| AuditEvent::new(k, redact(crate::failure::one_line(e))).rule(e.kind().as_str()))
+            kind.map(|k| AuditEvent::new(k, crate::failure::one_line(e)).rule(e.kind().as_str()))
         }
         _ => None,
     };
     if let Some(mut event) = event {
-        event = event.function(f.name.to_string()).request_id(request_id);
-        if let Some(d) = &audit.image_digest {
-            event = event.image_digest(d);
-        }
-        audit.log.record(event);
+        event.detail = redact(event.detail);
+        audit_record(f, request_id, event);
     }
 }
 
@@ -308,14 +320,29 @@ async fn dispatch(
     seen.exits = outcome.stats.exits;
     seen.host_calls = outcome.stats.host_calls;
     seen.usage = outcome.usage;
+    let log_quota_ended_call =
+        matches!(outcome.result, Err(glint::Error::LimitExceeded { limit: glint::Limit::LogBytes, .. }));
     if outcome.stats.log_lines_dropped > 0 {
         metrics::counter!(m::LOG_DROPPED, "function" => f.name.to_string()).increment(outcome.stats.log_lines_dropped);
-        tracing::warn!(
-            dropped = outcome.stats.log_lines_dropped,
-            "the guest logged more than max_log_bytes; lines dropped"
-        );
     }
-    let value = outcome.result.map_err(Failure::Guest)?;
+    if outcome.stats.log_lines_dropped > 0 && !log_quota_ended_call {
+        // log_overflow = "drop": the call went on without the lines; the quota was still hit
+        // (with "fail" the call's error reports it, below).
+        let dropped = outcome.stats.log_lines_dropped;
+        metrics::counter!(m::QUOTA_EXCEEDED, "function" => f.name.to_string(), "quota" => Quota::LogBytes.key())
+            .increment(1);
+        let exceeded = QuotaExceeded {
+            quota: Quota::LogBytes,
+            limit: f.max_log_bytes,
+            detail: format!("{dropped} log lines dropped (log_overflow = \"drop\")"),
+        };
+        tracing::warn!(quota = exceeded.quota.key(), dropped, "{exceeded}");
+        audit_record(f, request_id, exceeded.audit_event());
+    }
+    let value = outcome.result.map_err(|e| match QuotaExceeded::of_call(&e, f.memory_mib) {
+        Some(exceeded) => Failure::Quota { exceeded: Box::new(exceeded), cause: Some(e) },
+        None => Failure::Guest(e),
+    })?;
     match (&f.kind, value) {
         (FunctionKind::Http { .. }, glint::Value::Bytes(b)) => handler::decode_response(&b, f.max_response_bytes),
         (FunctionKind::Http { .. }, other) => {
@@ -325,7 +352,7 @@ async fn dispatch(
             let body = serde_json::json!({ "result": typed::to_json(&v) });
             let text = body.to_string();
             if text.len() > f.max_response_bytes {
-                return Err(Failure::ResponseTooLarge { size: text.len(), limit: f.max_response_bytes });
+                return Err(Failure::response_too_large(text.len(), f.max_response_bytes));
             }
             Ok(text_response(StatusCode::OK, "application/json", text))
         }

@@ -75,7 +75,7 @@ pub fn encode_request(
 /// Checks and converts the guest's response bytes.
 ///
 /// # Errors
-/// [`Failure::BadResponse`] or [`Failure::ResponseTooLarge`]; the reason for a bad response is
+/// [`Failure::BadResponse`], or [`Failure::Quota`] for a body over `max_response_bytes`; the reason for a bad response is
 /// for the log (it does not reach the client).
 pub fn decode_response(bytes: &[u8], max_body: usize) -> Result<Response<Full<Bytes>>, Failure> {
     let r = glint_abi::http::read_response(bytes)
@@ -84,7 +84,7 @@ pub fn decode_response(bytes: &[u8], max_body: usize) -> Result<Response<Full<By
         return Err(Failure::BadResponse(format!("the handler answered status {}, outside 200..=599", r.status)));
     }
     if r.body.len() > max_body {
-        return Err(Failure::ResponseTooLarge { size: r.body.len(), limit: max_body });
+        return Err(Failure::response_too_large(r.body.len(), max_body));
     }
     let status = StatusCode::from_u16(r.status)
         .map_err(|_| Failure::BadResponse(format!("status {} is not valid", r.status)))?;
@@ -109,6 +109,7 @@ pub fn decode_response(bytes: &[u8], max_body: usize) -> Result<Response<Full<By
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::quota::Quota;
 
     #[test]
     fn requests_carry_route_params_and_drop_spoofed_and_framing_headers() {
@@ -149,7 +150,8 @@ mod tests {
         assert!(matches!(decode_response(&response(600, &[], b""), 10), Err(Failure::BadResponse(_))));
         assert!(matches!(
             decode_response(&response(200, &[], &[0; 11]), 10),
-            Err(Failure::ResponseTooLarge { size: 11, limit: 10 })
+            Err(Failure::Quota { exceeded, cause: None })
+                if exceeded.quota == Quota::ResponseBytes && exceeded.limit == 10
         ));
         assert!(matches!(decode_response(b"\x01\x02", 10), Err(Failure::BadResponse(_))));
     }

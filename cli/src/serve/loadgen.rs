@@ -121,6 +121,8 @@ fn native_app(server: ServerConfig, queue: usize) -> Result<App, ServeError> {
         lane: Lane::new("native", n).map_err(ServeError::Threads)?,
         max_response_bytes: 1 << 20,
         call_timeout: Duration::from_secs(10),
+        memory_mib: 16,
+        max_log_bytes: 1 << 20,
         caps: None,
         audit: None,
     };

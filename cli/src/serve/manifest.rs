@@ -163,8 +163,11 @@ pub struct FunctionSpec {
     pub pool_max: usize,
     /// Largest response body (or typed result) the guest may return; more is a 500.
     pub max_response_bytes: usize,
-    /// Log bytes one request may write; lines past it are dropped.
+    /// Log bytes one request may write; what a line past it does is `log_overflow`.
     pub max_log_bytes: u64,
+    /// `log_overflow = "drop"` (the default: the line is dropped, the call goes on) or `"fail"`
+    /// (the call ends with the log quota's error).
+    pub log_overflow: glint::LogOverflow,
     /// Host calls one request may make; more ends the call.
     pub max_host_calls: u64,
     /// What `[function.capabilities]` grants.
@@ -269,6 +272,13 @@ enum RawKind {
     Typed,
 }
 
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawLogOverflow {
+    Drop,
+    Fail,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPool {
@@ -295,6 +305,7 @@ struct RawFunction {
     pool: Option<Spanned<RawPool>>,
     max_response_bytes: Option<Spanned<u64>>,
     max_log_bytes: Option<Spanned<u64>>,
+    log_overflow: Option<Spanned<RawLogOverflow>>,
     max_host_calls: Option<Spanned<u64>>,
     capabilities: Option<Spanned<glint_caps::Grants>>,
     variables: Option<glint_caps::Variables>,
@@ -344,6 +355,7 @@ pub fn quick(guest: &Path) -> Manifest {
         pool_max: n,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES as usize,
         max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+        log_overflow: glint::LogOverflow::DropLines,
         max_host_calls: DEFAULT_MAX_HOST_CALLS,
         grants: glint_caps::Grants::default(),
         variables: glint_caps::Variables::default(),
@@ -741,6 +753,10 @@ fn check_function(
         c.range("max_response_bytes", &f.max_response_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_RESPONSE_BYTES)
             as usize;
     let max_log_bytes = c.range("max_log_bytes", &f.max_log_bytes, 0..=(64 << 20), " bytes", DEFAULT_MAX_LOG_BYTES);
+    let log_overflow = match f.log_overflow.as_ref().map(|v| *v.get_ref()) {
+        None | Some(RawLogOverflow::Drop) => glint::LogOverflow::DropLines,
+        Some(RawLogOverflow::Fail) => glint::LogOverflow::EndCall,
+    };
     if let Some(g) = &f.capabilities {
         if let Err(e) = glint_caps::AllowList::parse(&g.get_ref().allowed_outbound_hosts) {
             c.at(g.span().start, format!("[function.capabilities]: {e}"));
@@ -776,6 +792,7 @@ fn check_function(
         pool_max,
         max_response_bytes,
         max_log_bytes,
+        log_overflow,
         max_host_calls,
         grants: f.capabilities.as_ref().map(|g| g.get_ref().clone()).unwrap_or_default(),
         variables: f.variables.clone().unwrap_or_default(),
@@ -827,6 +844,16 @@ kind = "http"
         assert!(p[0].starts_with("m.toml:2: unknown field `max_body`"), "{p:?}");
         let p = problems("[sever]\n");
         assert!(p[0].starts_with("m.toml:1: unknown field `sever`"), "{p:?}");
+    }
+
+    #[test]
+    fn log_overflow_is_drop_or_fail() {
+        let m = parse(MINIMAL, "m.toml", Path::new("/srv")).unwrap();
+        assert_eq!(m.functions[0].log_overflow, glint::LogOverflow::DropLines);
+        let m = parse(&format!("{MINIMAL}log_overflow = \"fail\"\n"), "m.toml", Path::new("/srv")).unwrap();
+        assert_eq!(m.functions[0].log_overflow, glint::LogOverflow::EndCall);
+        let p = problems(&format!("{MINIMAL}log_overflow = \"truncate\"\n"));
+        assert!(p[0].starts_with("m.toml:7:") && p[0].contains("truncate") && p[0].contains("fail"), "{p:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | `glint_connections_open` | gauge | |
 //! | `glint_connections_rejected_total` | counter | (over `max_connections`) |
 //! | `glint_guest_log_lines_dropped_total` | counter | `function` (over the per-request log budget) |
+//! | `glint_quota_exceeded_total` | counter | `function`, `quota` (the manifest key: `timeout_ms`, `memory_mib`, `max_host_calls`, `max_log_bytes`, `max_response_bytes`, `kv_stores.<store>.quota_bytes` / `kv_default_quota_bytes`, `max_outbound_requests`) |
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -31,6 +32,7 @@ pub const CANCELLED: &str = "glint_calls_cancelled_total";
 pub const CONNECTIONS_OPEN: &str = "glint_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "glint_connections_rejected_total";
 pub const LOG_DROPPED: &str = "glint_guest_log_lines_dropped_total";
+pub const QUOTA_EXCEEDED: &str = "glint_quota_exceeded_total";
 
 /// Every metric name above plus the audit counter, for tests that check names used elsewhere
 /// (deploy/prometheus/alerts.yml).
@@ -48,6 +50,7 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_OPEN,
     CONNECTIONS_REJECTED,
     LOG_DROPPED,
+    QUOTA_EXCEEDED,
     crate::audit::AUDIT_EVENTS,
 ];
 
@@ -91,5 +94,6 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     describe_counter!(CONNECTIONS_REJECTED, "Connections refused over max_connections.");
     describe_counter!(LOG_DROPPED, "Guest log lines dropped over the per-request log budget.");
+    describe_counter!(QUOTA_EXCEEDED, "Requests that ran into a run-time quota, by its manifest key.");
     describe_counter!(crate::audit::AUDIT_EVENTS, "Audit events, by event and function (schema: cli/src/audit.rs).");
 }

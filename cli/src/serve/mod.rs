@@ -21,6 +21,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod manifest;
 pub mod metrics;
+pub mod quota;
 pub mod respond;
 pub mod route;
 pub mod typed;
@@ -54,6 +55,10 @@ pub struct Function {
     pub max_response_bytes: usize,
     /// Deadline of each guest call.
     pub call_timeout: std::time::Duration,
+    /// Guest memory (`memory_mib`), named by the memory quota's error.
+    pub memory_mib: u64,
+    /// Log bytes per request (`max_log_bytes`), named by the log quota's error.
+    pub max_log_bytes: u64,
     /// Its capabilities (and the redactor of its secrets, for logging what its guest wrote).
     pub caps: Option<glint_caps::FunctionCaps>,
     /// Where this function's run-time audit events go (trust), and its image digest.
@@ -141,9 +146,18 @@ impl App {
                     "capability denied: {}",
                     d.detail
                 );
-                let mut event = crate::audit::AuditEvent::new(crate::audit::AuditKind::CapabilityDenied, d.detail.clone())
-                    .function(d.function.to_string())
-                    .rule(d.rule.to_string());
+                // A quota of the capabilities (key-value bytes, outbound requests) is a quota
+                // like the others: its event and counter name the manifest key.
+                let mut event = match &d.quota {
+                    Some(hit) => {
+                        ::metrics::counter!(metrics::QUOTA_EXCEEDED, "function" => d.function.to_string(), "quota" => hit.key.clone())
+                            .increment(1);
+                        quota::QuotaExceeded::of_capability(hit, &d.detail).audit_event()
+                    }
+                    None => crate::audit::AuditEvent::new(crate::audit::AuditKind::CapabilityDenied, d.detail.clone())
+                        .rule(d.rule.to_string()),
+                }
+                .function(d.function.to_string());
                 if let Some(id) = d.request_id.as_deref() {
                     event = event.request_id(id);
                 }
@@ -164,6 +178,8 @@ impl App {
                 lane: Lane::new(&spec.name, spec.max_concurrency).map_err(ServeError::Threads)?,
                 max_response_bytes: spec.max_response_bytes,
                 call_timeout: spec.timeout,
+                memory_mib: spec.memory_mib,
+                max_log_bytes: spec.max_log_bytes,
                 caps: Some(fcaps),
                 audit: Some(FunctionAudit {
                     log: trust.audit().clone(),

@@ -5,6 +5,7 @@
 //! the client caused the failure (400, 404, 405, 413) and the text is the server's own; what a
 //! guest wrote never reaches the client in an error (it goes to the log).
 
+use super::quota::{Quota, QuotaExceeded};
 use super::route::PathError;
 use super::typed::ArgError;
 use bytes::Bytes;
@@ -40,12 +41,12 @@ pub enum Failure {
     Overloaded,
     /// The server is stopping.
     ShuttingDown,
-    /// The guest's response is larger than `max_response_bytes`.
-    ResponseTooLarge {
-        /// What the guest returned.
-        size: usize,
-        /// The limit.
-        limit: usize,
+    /// The request ran into one of the function's run-time quotas (see `quota.rs`).
+    Quota {
+        /// Which quota, its value, what happened (boxed: failures travel in `Result`s).
+        exceeded: Box<QuotaExceeded>,
+        /// The guest call's error, when the call ended on it (not for `max_response_bytes`).
+        cause: Option<glint::Error>,
     },
     /// The guest's handler returned something that is not a valid response.
     BadResponse(String),
@@ -68,6 +69,16 @@ pub fn status_of_kind(kind: ErrorKind) -> StatusCode {
 }
 
 impl Failure {
+    /// A response or typed result of `size` bytes over `max_response_bytes` = `limit`.
+    pub fn response_too_large(size: usize, limit: usize) -> Failure {
+        let exceeded = QuotaExceeded {
+            quota: Quota::ResponseBytes,
+            limit: limit as u64,
+            detail: format!("the function returned {size} bytes"),
+        };
+        Failure::Quota { exceeded: Box::new(exceeded), cause: None }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -77,7 +88,8 @@ impl Failure {
             Failure::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Failure::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::Overloaded | Failure::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Failure::ResponseTooLarge { .. } | Failure::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Failure::Quota { exceeded, .. } if exceeded.quota == Quota::CallTime => StatusCode::GATEWAY_TIMEOUT,
+            Failure::Quota { .. } | Failure::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::Guest(e) => status_of_kind(e.kind()),
         }
     }
@@ -92,7 +104,11 @@ impl Failure {
             Failure::BodyTooLarge { .. } => "body_too_large",
             Failure::Overloaded => "overloaded",
             Failure::ShuttingDown => "shutting_down",
-            Failure::ResponseTooLarge { .. } => "response_too_large",
+            Failure::Quota { exceeded, .. } => match exceeded.quota {
+                Quota::CallTime => "timeout",
+                Quota::ResponseBytes => "response_too_large",
+                _ => "quota_exceeded",
+            },
             Failure::BadResponse(_) => "bad_response",
             Failure::Guest(e) => e.kind().as_str(),
         }
@@ -125,6 +141,11 @@ impl Failure {
         let mut body = serde_json::json!({ "error": self.kind(), "request_id": request_id });
         if let Some(m) = self.public_message() {
             body["message"] = serde_json::Value::from(m);
+        }
+        if let Failure::Quota { exceeded, .. } = &self {
+            // The server's own settings, no guest text: which quota, and its value.
+            body["quota"] = serde_json::Value::from(exceeded.quota.key());
+            body["limit"] = serde_json::Value::from(exceeded.limit);
         }
         let mut r = json_response(status, &body);
         let h = r.headers_mut();
@@ -173,6 +194,19 @@ mod tests {
         let nf = Failure::Guest(glint::Error::NoSuchFunction { name: "x".into() });
         assert_eq!(nf.status(), StatusCode::BAD_REQUEST);
         assert!(nf.public_message().unwrap().contains("`x`"));
+    }
+
+    #[test]
+    fn a_quota_answer_names_the_quota_and_its_value() {
+        let f = Failure::response_too_large(11, 10);
+        assert_eq!((f.status(), f.kind()), (StatusCode::INTERNAL_SERVER_ERROR, "response_too_large"));
+        let e = glint::Error::LimitExceeded { limit: glint::Limit::HostCalls, value: 3 };
+        let exceeded = QuotaExceeded::of_call(&e, 16).unwrap();
+        let f = Failure::Quota { exceeded: Box::new(exceeded), cause: Some(e) };
+        assert_eq!((f.status(), f.kind()), (StatusCode::INTERNAL_SERVER_ERROR, "quota_exceeded"));
+        let e = glint::Error::Timeout(std::time::Duration::from_millis(5));
+        let f = Failure::Quota { exceeded: Box::new(QuotaExceeded::of_call(&e, 16).unwrap()), cause: Some(e) };
+        assert_eq!((f.status(), f.kind()), (StatusCode::GATEWAY_TIMEOUT, "timeout"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | `GET /kv/:key` | the value, or 404 | kv `default` |
 //! | `PUT /kv/:key` | stores the body: 204 | kv `default` |
 //! | `DELETE /kv/:key` | 204, or 404 when absent | kv `default` |
-//! | `GET /fetch?url=U` | `GET U` and relays status and body (`x-upstream-status` header) | outbound HTTP |
+//! | `GET /fetch?url=U[&times=N]` | `GET U` (N times in a row, 1 to 64, default 1) and relays the last status and body (`x-upstream-status` header) | outbound HTTP |
 //! | `GET /auth` | 200 when `authorization: Bearer <token>` matches secret variable `token`, else 401 | variable `token` |
 //! | `GET /random` | 16 random bytes, hex | random |
 //! | `GET /time` | `wall <ns> monotonic <ns>` | clock |
@@ -132,7 +132,15 @@ fn fetch(req: &Request) -> Result<Response, HostCallError> {
     let Some(url) = req.query_param("url") else {
         return Ok(Response::text(400, "missing ?url=\n"));
     };
-    let upstream = outbound::get(&url)?;
+    let times = match req.query_param("times").map(|t| t.parse::<u32>()) {
+        None => 1,
+        Some(Ok(n @ 1..=64)) => n,
+        Some(_) => return Ok(Response::text(400, "times is 1 to 64\n")),
+    };
+    let mut upstream = outbound::get(&url)?;
+    for _ in 1..times {
+        upstream = outbound::get(&url)?;
+    }
     Ok(Response::new(upstream.status)
         .with_header("x-upstream-status", format!("{}", upstream.status))
         .with_body(upstream.body))
