@@ -269,16 +269,22 @@ pub(crate) fn gdt() -> Vec<u8> {
     put_u64(&mut g, 0x10, 0x00cf_9300_0000_ffff);
     put_u64(&mut g, 0x18, 0x00cf_f300_0000_ffff);
     put_u64(&mut g, 0x20, 0x00af_fb00_0000_ffff);
-    let base = TSS_ADDR;
-    let limit = u64::from(TSS_LIMIT);
+    let [low, high] = tss_descriptor(TSS_ADDR, TSS_LIMIT);
+    put_u64(&mut g, 0x28, low);
+    put_u64(&mut g, 0x30, high);
+    g
+}
+
+/// The 16-byte long-mode descriptor of a busy 64-bit TSS at `base` with byte-granular `limit`
+/// (below 1 MiB): present, DPL 0, the base's upper half and reserved zeros in the second word.
+fn tss_descriptor(base: u64, limit: u32) -> [u64; 2] {
+    let limit = u64::from(limit);
     let low = (limit & 0xffff)
         | ((base & 0xff_ffff) << 16)
         | (0x8b << 40) // present, DPL 0, busy 64-bit TSS
         | (((limit >> 16) & 0xf) << 48)
         | (((base >> 24) & 0xff) << 56);
-    put_u64(&mut g, 0x28, low);
-    put_u64(&mut g, 0x30, base >> 32);
-    g
+    [low, base >> 32]
 }
 
 /// Vectors whose exception pushes an error code.
@@ -436,6 +442,26 @@ mod tests {
             }
         );
         assert_eq!(TSS_SEL & 3, 0);
+        // The second word holds base bits 32..64 and, above them, zeros the CPU requires.
+        assert_eq!(u64_at(&gdt(), usize::from(TSS_SEL) + 8) >> 32, 0, "reserved half of the TSS descriptor");
+    }
+
+    /// glint's TSS sits low, where the base's upper bytes and the limit's upper nibble are zero;
+    /// the encoding must still place every field where the CPU reads it.
+    #[test]
+    fn tss_descriptors_encode_every_base_and_limit_bit_where_the_cpu_reads_them() {
+        for (base, limit) in
+            [(0x1234_5678_9abc_d000, 0xf_5a5a), (0xffff_ffff_ffff_f000, 0xf_ffff), (TSS_ADDR, TSS_LIMIT)]
+        {
+            let [low, high] = tss_descriptor(base, limit);
+            let mut table = [0u8; 16];
+            table[..8].copy_from_slice(&low.to_le_bytes());
+            table[8..].copy_from_slice(&high.to_le_bytes());
+            let d = descriptor(&table, 0);
+            assert_eq!((d.base, d.limit, d.ty, d.present, d.dpl, d.code_or_data), (base, limit, 0xb, true, 0, false));
+            assert!(!d.granular, "a byte-granular limit");
+            assert_eq!(high >> 32, 0, "reserved bits of the second word");
+        }
     }
 
     #[test]
