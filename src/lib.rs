@@ -52,4 +52,4 @@ pub use sandbox::{
     SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
 };
 pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};
-pub use vmm::{Doing, VmmError};
+pub use vmm::{prepare_vms, vm_factory_stats, Doing, MsrFilter, VmFactoryStats, VmmError};

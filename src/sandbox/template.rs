@@ -67,7 +67,7 @@ impl<T: Send + 'static> Template<T> {
     pub fn instantiate_with(&self, data: T) -> Result<Sandbox<T>, Error> {
         let _span = tracing::info_span!("sandbox_from_template", image = self.image.id()).entered();
         let layout = *self.snapshot.layout();
-        let (mut vcpu, memory) = vmm::create(layout.memory_size, Some(&self.memory))?;
+        let (mut vcpu, memory) = vmm::create(layout.memory_size, Some(&self.memory), self.config.msr_filter)?;
         vcpu.restore(self.snapshot.vcpu(), Restore::Full)?;
         vcpu.warm_up()?;
         let core = Core::new(

@@ -33,7 +33,7 @@ impl<T: Send + 'static> UninitSandbox<T> {
     ) -> Result<Self, Error> {
         let layout = Layout::new(memory, &image)?;
         let _span = tracing::info_span!("sandbox_create", image = image.id(), memory = layout.memory_size).entered();
-        let (mut vcpu, mut mem) = vmm::create(layout.memory_size, None)?;
+        let (mut vcpu, mut mem) = vmm::create(layout.memory_size, None, config.msr_filter)?;
         let pages = x86::page_map(&layout, &image);
         for (addr, bytes) in x86::page_tables(&layout, &pages) {
             mem.write(addr, &bytes)?;

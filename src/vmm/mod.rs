@@ -5,6 +5,7 @@
 #![allow(unsafe_code, reason = "the memory slot; each block argues its safety")]
 
 mod error;
+pub(crate) mod factory;
 mod host;
 pub(crate) mod interrupt;
 mod memory;
@@ -15,6 +16,7 @@ mod vcpu;
 pub(crate) mod fake;
 
 pub use error::{Doing, VmmError};
+pub use factory::{prepare_vms, vm_factory_stats, VmFactoryStats};
 pub(crate) use memory::KvmMemory;
 pub(crate) use vcpu::KvmVcpu;
 
@@ -23,7 +25,7 @@ use kvm_bindings::{
     kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
 };
 use kvm_bindings::{kvm_enable_cap, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE};
-use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg};
+use kvm_ioctls::SyncReg;
 use selectors::Selectors;
 use std::sync::Arc;
 use vm_memory::mmap::MmapRegionBuilder;
@@ -50,6 +52,26 @@ pub(crate) enum Exit {
     Interrupted,
     /// An exit glint does not expect, by name.
     Other(&'static str),
+}
+
+/// Whether a sandbox's VM gets a KVM MSR filter that denies every MSR access reaching KVM.
+///
+/// A guest cannot reach KVM's MSR emulation without the filter either: glint's guests run at
+/// CPL3, where `rdmsr` and `wrmsr` raise #GP before any VM exit on VMX, SVM and kvm_pvm, and the
+/// only CPL0 code is glint's own exception stubs, which execute no MSR instruction (the argument
+/// in full is docs/SECURITY.md, section 2). The filter is a second layer for the case that
+/// argument ever fails. Installing it ends in the kernel's `synchronize_srcu`, which can sleep
+/// for milliseconds (15 ms measured on a CPU that just tore a VM down), so filtered VMs are made
+/// ahead of demand by a process-wide factory (a few threads started on first use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MsrFilter {
+    /// No filter (the default): creation never waits on the kernel.
+    #[default]
+    Off,
+    /// A deny-all `KVM_X86_SET_MSR_FILTER`; VMs come from the factory when it has one ready.
+    /// Needs `KVM_CAP_X86_MSR_FILTER`.
+    DenyAll,
 }
 
 /// Which vCPU state a restore must put back.
@@ -117,10 +139,14 @@ impl std::fmt::Debug for VcpuState {
 }
 
 /// Creates a VM with `size` bytes of guest memory at address 0 (zeroed, or a private
-/// copy-on-write mapping of `shared`) and its one vCPU.
-pub(crate) fn create(size: u64, shared: Option<&SharedMemory>) -> Result<(KvmVcpu, KvmMemory), VmmError> {
+/// copy-on-write mapping of `shared`), the MSR filter `filter` asks for, and its one vCPU.
+pub(crate) fn create(
+    size: u64,
+    shared: Option<&SharedMemory>,
+    filter: MsrFilter,
+) -> Result<(KvmVcpu, KvmMemory), VmmError> {
     let host = host::host()?;
-    let vm = host.kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM", Doing::CreatingVm))?;
+    let factory::Prepared { vm, .. } = factory::take(filter)?;
     let len = usize::try_from(size).map_err(|_| VmmError::GuestMemory { addr: 0, len: usize::MAX })?;
     let no_memory = || VmmError::System {
         call: "mmap",
@@ -153,17 +179,6 @@ pub(crate) fn create(size: u64, shared: Option<&SharedMemory>) -> Result<(KvmVcp
     // sees freed memory; slot 0 is not used by anything else in this VM.
     unsafe { vm.set_user_memory_region(region) }
         .map_err(VmmError::ioctl("KVM_SET_USER_MEMORY_REGION", Doing::MappingMemory))?;
-    // Deny every MSR access that reaches KVM. The one explicit range is required (KVM refuses a
-    // deny-all filter without ranges) and denies MSR 0 too.
-    let deny = [0u8; 1];
-    let range = MsrFilterRange {
-        flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
-        base: 0,
-        msr_count: 1,
-        bitmap: &deny,
-    };
-    vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range])
-        .map_err(VmmError::ioctl("KVM_X86_SET_MSR_FILTER", Doing::CreatingVm))?;
     let mut fd = vm.create_vcpu(0).map_err(VmmError::ioctl("KVM_CREATE_VCPU", Doing::CreatingVcpu))?;
     fd.set_cpuid2(&host.cpuid).map_err(VmmError::ioctl("KVM_SET_CPUID2", Doing::CreatingVcpu))?;
     // Every exit reports regs and sregs in the kvm_run page: faults and restores read them there
