@@ -48,8 +48,9 @@ pub use glint_abi::{Value, ValueType, ABI_VERSION};
 pub use image::{GuestImage, ImageError};
 pub use mem::layout::LayoutError;
 pub use sandbox::{
-    CallStats, Export, Import, Limits, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox, SandboxBuilder,
-    SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
+    CallStats, Export, Import, Limits, LogRecord, MemorySizes, PoolConfig, PoolStats, PooledSandbox, Sandbox,
+    SandboxBuilder, SandboxPool, Snapshot, SnapshotFileError, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
+    SNAPSHOT_FORMAT,
 };
 pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};
 pub use vmm::{prepare_vms, vm_factory_stats, Doing, MsrFilter, VmFactoryStats, VmmError};

@@ -67,6 +67,10 @@ struct Inner {
     pie: bool,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
+    /// The bytes the image was loaded from (what a snapshot file embeds), and their SHA-256,
+    /// computed on first use.
+    source: Box<[u8]>,
+    sha256: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl fmt::Debug for Inner {
@@ -196,6 +200,18 @@ impl GuestImage {
     /// Whether the image was a PIE (ET_DYN), relocated to [`IMAGE_BASE`].
     pub fn is_position_independent(&self) -> bool {
         self.inner.pie
+    }
+
+    /// The SHA-256 of the bytes the image was loaded from (the whole file), as snapshot files
+    /// record it. Computed on first use.
+    pub fn sha256(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        *self.inner.sha256.get_or_init(|| sha2::Sha256::digest(&self.inner.source).into())
+    }
+
+    /// The bytes the image was loaded from.
+    pub(crate) fn source(&self) -> &[u8] {
+        &self.inner.source
     }
 
     /// The loaded segments, sorted by address and not overlapping (two may share a page).
@@ -378,7 +394,17 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         })
         .collect::<Result<Vec<_>, ImageError>>()?;
 
-    Ok(Inner { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), entry, abi_version, end, pie, segments, pages })
+    Ok(Inner {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        entry,
+        abi_version,
+        end,
+        pie,
+        segments,
+        pages,
+        source: bytes.into(),
+        sha256: std::sync::OnceLock::new(),
+    })
 }
 
 /// The checks one `PT_LOAD` header must pass on its own.

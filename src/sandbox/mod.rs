@@ -10,6 +10,7 @@
 mod builder;
 mod config;
 mod core;
+mod file;
 mod functions;
 mod pool;
 mod ready;
@@ -24,6 +25,7 @@ mod tests;
 
 pub use builder::SandboxBuilder;
 pub use config::{Limits, DEFAULT_CALL_TIMEOUT};
+pub use file::{MemorySizes, SnapshotFileError, SNAPSHOT_FORMAT};
 pub use functions::{Export, Import};
 pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use ready::Sandbox;

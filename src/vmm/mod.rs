@@ -9,6 +9,7 @@ pub(crate) mod factory;
 mod host;
 pub(crate) mod interrupt;
 mod memory;
+mod persist;
 mod selectors;
 mod vcpu;
 
@@ -18,6 +19,7 @@ pub(crate) mod fake;
 pub use error::{Doing, VmmError};
 pub use factory::{prepare_vms, vm_factory_stats, VmFactoryStats};
 pub(crate) use memory::KvmMemory;
+pub(crate) use persist::StateError;
 pub(crate) use vcpu::KvmVcpu;
 
 use crate::mem::shared::SharedMemory;
@@ -30,6 +32,43 @@ use selectors::Selectors;
 use std::sync::Arc;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap};
+
+/// Maps each run of a packed file's pages copy-on-write over the (zero) mapping `mem`.
+fn map_runs(mem: &GuestMemoryMmap, shared: &SharedMemory, len: usize) -> Result<(), VmmError> {
+    use std::os::fd::AsRawFd;
+    let base = mem.get_host_address(GuestAddress(0)).map_err(|_| VmmError::GuestMemory { addr: 0, len })?;
+    for run in shared.runs().unwrap_or_default() {
+        let at = run.page * glint_abi::layout::PAGE_SIZE;
+        let bytes = run.pages * glint_abi::layout::PAGE_SIZE;
+        let (Ok(start), Ok(n), Ok(offset)) =
+            (usize::try_from(at), usize::try_from(bytes), libc::off_t::try_from(run.offset))
+        else {
+            return Err(VmmError::GuestMemory { addr: at, len: usize::MAX });
+        };
+        if start.checked_add(n).is_none_or(|end| end > len) {
+            return Err(VmmError::GuestMemory { addr: at, len: n });
+        }
+        // SAFETY: `start..start + n` lies inside the `len`-byte private anonymous mapping that
+        // `mem` owns and that nothing uses yet (no VM slot points at it, no slice of it exists);
+        // MAP_FIXED replaces exactly those pages with a private (copy-on-write) mapping of the
+        // file, which `mem`'s munmap of the whole range removes with the rest. The file offset
+        // is page-aligned (the format puts page data on page boundaries).
+        let p = unsafe {
+            libc::mmap(
+                base.add(start).cast(),
+                n,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                shared.file().as_raw_fd(),
+                offset,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(VmmError::last_os("mmap", Doing::MappingMemory));
+        }
+    }
+    Ok(())
+}
 
 /// How the guest left the vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +194,11 @@ pub(crate) fn create(
     };
     let mem = match shared {
         None => GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)]).map_err(|_| no_memory())?,
+        Some(shared) if shared.runs().is_some() => {
+            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)]).map_err(|_| no_memory())?;
+            map_runs(&mem, shared, len)?;
+            mem
+        }
         Some(shared) => {
             let region = MmapRegionBuilder::new(len)
                 .with_file_offset(FileOffset::from_arc(Arc::clone(shared.file()), 0))
