@@ -25,6 +25,8 @@ enum Command {
     Run(cmd::run::Args),
     /// List a guest's exports, ABI version and entry point.
     Inspect(cmd::inspect::Args),
+    /// Initialise a guest once and save it to a snapshot file (`glint run --snapshot FILE`).
+    Snapshot(cmd::snapshot::Args),
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Snapshot(args) => cmd::snapshot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

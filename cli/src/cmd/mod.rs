@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod run;
+pub mod snapshot;
 
 use std::time::Duration;
 
