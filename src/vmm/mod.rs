@@ -133,6 +133,14 @@ pub(crate) trait GuestMemory {
     /// Copies `bytes` into guest memory without marking the pages written (restore writes back
     /// what a snapshot holds).
     fn write_untracked(&mut self, addr: u64, bytes: &[u8]) -> Result<(), VmmError>;
+    /// Lends `len` bytes of guest memory at `addr` to `f` as a host slice, to encode into in
+    /// place; `f` returns how many bytes from the start it wrote, and those pages are remembered
+    /// as written. For the host's own writes between runs only: the vCPU is stopped while the
+    /// sandbox holds `&mut self`, and the slice cannot outlive `f`.
+    fn write_with<R>(&mut self, addr: u64, len: usize, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Result<R, VmmError>;
+    /// Lends `len` bytes of guest memory at `addr` to `f` as a host slice, to decode from in
+    /// place (the vCPU is stopped, so the bytes cannot change while `f` reads them).
+    fn read_with<R>(&self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, VmmError>;
     /// The pages written since the last call, by the guest or by the host, as a bitmap of 64-page
     /// words; the guest's pages are write-protected again so the next writes are seen.
     fn take_dirty(&mut self) -> Result<Vec<u64>, VmmError>;
