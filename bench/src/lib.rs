@@ -98,6 +98,9 @@ pub struct Report {
     /// From a snapshot file to the first `add`'s result with a new VM: load (read, check, map),
     /// instantiate, call.
     pub snapshot_start_us: f64,
+    /// `Template::load` of that file alone: read it, check its checksum and contents, map its
+    /// pages (the part of `snapshot_start_us` before the new VM).
+    pub snapshot_load_us: f64,
     /// A new `glint run --snapshot FILE add 2 3` process, spawn to exit (`null` when the bench
     /// does not know where the `glint` binary is).
     pub process_snapshot_start_us: Option<f64>,
@@ -351,6 +354,8 @@ fn cold_starts(
     let file = cold::SnapshotFile::save(&template)?;
     r.snapshot_file_kib = std::fs::metadata(file.path()).map(|m| m.len() as f64 / 1024.0).unwrap_or(f64::NAN);
     r.snapshot_start_us = timed_each(n, || cold::snapshot_start(file.path(), &cli_builder, image))?;
+    r.snapshot_load_us =
+        timed_each(n, || glint::Template::load(file.path(), &cli_builder, image).map_err(Error::from))?;
     if let Some(exe) = &options.glint_exe {
         r.process_snapshot_start_us = Some(timed(n.min(21), || cold::process_snapshot_start(exe, file.path()))?);
     }

@@ -30,6 +30,7 @@ const NUMBERS: &[&str] = &[
     "floor_cold_worst_cpu_us",
     "init_us",
     "snapshot_start_us",
+    "snapshot_load_us",
     "process_snapshot_start_us",
     "snapshot_file_kib",
     "pool_refill_per_sec",
