@@ -186,6 +186,21 @@ pub(crate) fn process_snapshot_start(glint: &Path, file: &Path) -> Result<Durati
     Ok(took)
 }
 
+/// A new process of `glint` that exits at once (`glint --version`), spawn to exit.
+pub(crate) fn process_floor(glint: &Path) -> Result<Duration, Error> {
+    let t = Instant::now();
+    let out = std::process::Command::new(glint)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Unexpected(format!("could not start {}: {e}", glint.display())))?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        return Err(Error::Unexpected(format!("`glint --version` exited {}", out.status)));
+    }
+    Ok(took)
+}
+
 /// VMs a second a pool made from `template` creates to fill `count` ready sandboxes, its worker
 /// pinned to `cpu`, while another thread creates and drops VMs.
 pub(crate) fn pool_refill_per_sec(

@@ -104,6 +104,9 @@ pub struct Report {
     /// A new `glint run --snapshot FILE add 2 3` process, spawn to exit (`null` when the bench
     /// does not know where the `glint` binary is).
     pub process_snapshot_start_us: Option<f64>,
+    /// The same binary started as a new process that exits at once (`glint --version`), spawn to
+    /// exit: the floor of `process_snapshot_start_us` on this machine.
+    pub floor_process_us: Option<f64>,
     /// Size of that snapshot file, in KiB (only non-zero pages are stored).
     pub snapshot_file_kib: f64,
     /// Sandboxes a second the pool creates while another thread creates and drops VMs, its worker
@@ -358,6 +361,7 @@ fn cold_starts(
         timed_each(n, || glint::Template::load(file.path(), &cli_builder, image).map_err(Error::from))?;
     if let Some(exe) = &options.glint_exe {
         r.process_snapshot_start_us = Some(timed(n.min(21), || cold::process_snapshot_start(exe, file.path()))?);
+        r.floor_process_us = Some(timed(n.min(21), || cold::process_floor(exe))?);
     }
 
     let count = options.refill_sandboxes.max(1);
@@ -564,7 +568,7 @@ impl Report {
             ),
             ("guest init alone", Some(self.init_us), "round trip", Some(call)),
             ("snapshot file to first result", Some(self.snapshot_start_us), "floor cold", Some(self.floor_cold_us)),
-            ("glint run --snapshot process", self.process_snapshot_start_us, "", None),
+            ("glint run --snapshot process", self.process_snapshot_start_us, "glint --version", self.floor_process_us),
             ("echo 1 MiB", self.echo_1mib_us, "memcpy 1 MiB", Some(self.memcpy_1mib_us)),
         ];
         let _ = writeln!(out, "{:<42} {:>12} {:>16} {:>8}", "path", "median us", "vs", "ratio");

@@ -32,6 +32,7 @@ const NUMBERS: &[&str] = &[
     "snapshot_start_us",
     "snapshot_load_us",
     "process_snapshot_start_us",
+    "floor_process_us",
     "snapshot_file_kib",
     "pool_refill_per_sec",
     "echo_1mib_us",
