@@ -1,7 +1,7 @@
 //! The public error type, its stable classification, and the guest-fault description.
 
 use crate::func::Signature;
-use crate::image::ImageError;
+use crate::image::{ImageError, TrustError};
 use crate::mem::layout::LayoutError;
 use crate::vmm::VmmError;
 use glint_abi::wire::DecodeError;
@@ -27,6 +27,9 @@ pub enum Error {
     /// The guest image was refused before anything was mapped.
     #[error("guest image refused")]
     Image(#[from] ImageError),
+    /// The guest image failed its trust policy (digest pin, signature) before it was parsed.
+    #[error("guest image refused by the trust policy")]
+    Trust(#[from] TrustError),
     /// The memory sizes do not make a layout.
     #[error("invalid memory configuration")]
     Layout(#[from] LayoutError),
@@ -98,7 +101,8 @@ pub enum Error {
     HostFunction {
         /// Host function name.
         name: String,
-        /// The host function's own error.
+        /// The host function's own error, shared so that `Error` is `Clone`: to get its type
+        /// back, downcast this field (`source.downcast_ref::<MyError>()`), not the source chain.
         #[source]
         source: HostError,
     },
@@ -158,6 +162,9 @@ pub enum Error {
         #[source]
         why: PoolEmpty,
     },
+    /// The gdb stub could not start: a non-loopback address, or the socket failed.
+    #[error("the gdb stub failed")]
+    Debugger(#[from] DebuggerError),
     /// An earlier call failed mid-way; the sandbox refuses calls until restored.
     #[error("sandbox is poisoned by an earlier failure; restore a snapshot or create a new sandbox")]
     Poisoned {
@@ -247,15 +254,19 @@ impl Error {
             Error::Vmm(e) if e.is_resource_limit() => ErrorKind::ResourceLimit,
             Error::Vmm(VmmError::NoKvm { .. } | VmmError::MissingCapability { .. }) => ErrorKind::HostUnavailable,
             Error::Vmm(_) | Error::CallbackPanicked { .. } => ErrorKind::Internal,
-            Error::Image(_) | Error::SnapshotMismatch(_) | Error::Imports(_) | Error::SnapshotFile(_) => {
-                ErrorKind::ImageRefused
-            }
+            Error::Image(_)
+            | Error::Trust(_)
+            | Error::SnapshotMismatch(_)
+            | Error::Imports(_)
+            | Error::SnapshotFile(_) => ErrorKind::ImageRefused,
             Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }
             | Error::SignatureMismatch { .. }
             | Error::ArgumentsTooLarge { .. }
-            | Error::Poisoned { .. } => ErrorKind::BadRequest,
+            | Error::Poisoned { .. }
+            | Error::Debugger(DebuggerError::NotLoopback { .. }) => ErrorKind::BadRequest,
+            Error::Debugger(DebuggerError::Socket { .. }) => ErrorKind::Internal,
             Error::HostFunction { .. } | Error::NoSuchHostFunction { .. } | Error::HostFunctionPanicked { .. } => {
                 ErrorKind::HostFunction
             }
@@ -278,6 +289,7 @@ impl Error {
             | Error::Cancelled
             | Error::Vmm(_) => true,
             Error::Image(_)
+            | Error::Trust(_)
             | Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }
@@ -290,6 +302,7 @@ impl Error {
             | Error::SnapshotMismatch(_)
             | Error::SnapshotFile(_)
             | Error::PoolExhausted { .. }
+            | Error::Debugger(_)
             | Error::Poisoned { .. } => false,
         }
     }
@@ -355,6 +368,27 @@ pub enum ConfigError {
     SignalInUse {
         /// The signal's offset from SIGRTMIN.
         offset: i32,
+    },
+}
+
+/// Why the gdb stub could not serve a debugger (feature `gdb`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DebuggerError {
+    /// The stub listens on loopback addresses only: anyone who reaches it controls the guest.
+    #[error("the gdb stub listens on loopback addresses only, not {addr}")]
+    NotLoopback {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
+    /// Listening, accepting or starting the protocol thread failed.
+    #[error("cannot {doing} for gdb")]
+    Socket {
+        /// What failed: "listen on 127.0.0.1:1234", "accept a connection", ...
+        doing: String,
+        /// The system's error.
+        #[source]
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -605,6 +639,9 @@ pub struct GuestFault {
     pub error_code: Option<u64>,
     /// The page fault hit the guard page below the stack.
     pub stack_overflow: bool,
+    /// The core file written for this fault, when the sandbox writes crash dumps
+    /// ([`SandboxBuilder::core_dumps`](crate::SandboxBuilder::core_dumps)).
+    pub core_dump: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for GuestFault {
@@ -630,6 +667,9 @@ impl fmt::Display for GuestFault {
             write!(f, " ({access}, {why})")?;
         } else if let Some(code) = self.error_code.filter(|&c| c != 0) {
             write!(f, " (error code {code:#x})")?;
+        }
+        if let Some(path) = &self.core_dump {
+            write!(f, "; core dumped to {}", path.display())?;
         }
         Ok(())
     }
@@ -807,10 +847,13 @@ mod tests {
             address: Some(0xdead0000),
             error_code: Some(0x4),
             stack_overflow: false,
+            core_dump: None,
         };
         assert_eq!(
             f.to_string(),
             "raised a page fault (#PF) at rip 0x201000, address 0xdead0000 (read, page not present)"
         );
+        let dumped = GuestFault { core_dump: Some("/tmp/cores/glint-0.core".into()), ..f };
+        assert!(dumped.to_string().ends_with("(read, page not present); core dumped to /tmp/cores/glint-0.core"));
     }
 }

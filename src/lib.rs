@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod debug;
 mod error;
 mod func;
 mod image;
@@ -38,15 +39,23 @@ mod mem;
 mod sandbox;
 mod vmm;
 
+pub use debug::core::CoreDumpLimits;
+#[cfg(feature = "gdb")]
+pub use debug::gdb::GdbServer;
 pub use error::{
-    ConfigError, Crash, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors, Limit, Message,
-    PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
+    ConfigError, Crash, DebuggerError, Error, ErrorKind, FaultKind, GuestFault, HostError, ImportError, ImportErrors,
+    Limit, Message, PanicPayload, PoolEmpty, ProtocolError, SnapshotMismatch,
 };
 pub use func::{BoxError, Caller, HostFunction, HostParam, HostResult, Signature, TypedFn};
 pub use glint_abi::convert::{DecodeParams, EncodeParams, FromWire, ParamTypes, ToWire, WireType};
 pub use glint_abi::{Value, ValueType, ABI_VERSION};
-pub use image::{GuestImage, ImageError};
+pub use image::{
+    DigestParseError, GuestImage, ImageDigest, ImageError, ImageSignature, KeyFormatError, SignatureFormatError,
+    TrustError, TrustPolicy, TrustedKey, Verification,
+};
 pub use mem::layout::LayoutError;
+#[cfg(feature = "async")]
+pub use sandbox::{AsyncPool, CallFuture};
 pub use sandbox::{
     CallStats, Export, Import, Limits, LogRecord, MemorySizes, PoolConfig, PoolStats, PooledSandbox, Sandbox,
     SandboxBuilder, SandboxPool, Snapshot, SnapshotFileError, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,

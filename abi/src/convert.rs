@@ -254,4 +254,29 @@ mod tests {
             Err(ArgError::Decode(DecodeError::TrailingBytes(18)))
         );
     }
+
+    #[test]
+    fn unit_decodes_only_from_unit() {
+        assert_eq!(<()>::from_wire(ValueRef::Unit), Some(()));
+        assert_eq!(<()>::from_wire(ValueRef::U32(0)), None);
+        assert_eq!(<()>::from_wire(ValueRef::Bytes(&[])), None);
+    }
+
+    /// The host shows these messages to embedders and HTTP clients, and reports the decode
+    /// error as the source, so both are part of the contract.
+    #[test]
+    fn arg_errors_say_what_was_wrong_and_keep_the_decode_error_as_their_source() {
+        use alloc::string::ToString;
+        use core::error::Error as _;
+        let count = ArgError::Count { expected: 2, got: 3 };
+        assert_eq!(count.to_string(), "takes 2 arguments, got 3");
+        assert!(count.source().is_none());
+        let ty = ArgError::Type { index: 1, expected: ValueType::U32, got: ValueType::String };
+        assert_eq!(ty.to_string(), "argument 1 must be u32, got String");
+        assert!(ty.source().is_none());
+        let decode = ArgError::Decode(DecodeError::BadBool(2));
+        assert_eq!(decode.to_string(), "arguments do not decode: boolean byte 2 is neither 0 nor 1");
+        let source = decode.source().expect("a decode error has a source");
+        assert_eq!(source.to_string(), "boolean byte 2 is neither 0 nor 1");
+    }
 }

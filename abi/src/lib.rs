@@ -15,8 +15,10 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod caps;
 pub mod code;
 pub mod convert;
+pub mod http;
 pub mod layout;
 pub mod note;
 pub mod port;

@@ -560,6 +560,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decode_errors_name_what_was_refused() {
+        extern crate alloc;
+        use alloc::string::ToString;
+        let cases = [
+            (DecodeError::Truncated, "message is truncated".to_string()),
+            (
+                DecodeError::FrameTooLarge { len: 9, capacity: 4 },
+                "frame announces 9 bytes but the buffer holds 4".to_string(),
+            ),
+            (DecodeError::UnknownTag(10), "unknown value tag 10".to_string()),
+            (DecodeError::BadBool(2), "boolean byte 2 is neither 0 nor 1".to_string()),
+            (DecodeError::BadStatus(7), "unknown status byte 7".to_string()),
+            (DecodeError::BadUtf8, "text is not valid UTF-8".to_string()),
+            (DecodeError::NameTooLong(300), alloc::format!("name of 300 bytes exceeds the limit of {MAX_NAME_LEN}")),
+            (DecodeError::TooMany(17), "count 17 exceeds the limit".to_string()),
+            (DecodeError::TrailingBytes(3), "3 unexpected bytes after the message".to_string()),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    #[test]
     fn values_round_trip() {
         let mut buf = [0u8; 256];
         let values = [

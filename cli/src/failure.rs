@@ -15,10 +15,22 @@ impl Failure {
         Failure { status: 2, message: message.into() }
     }
 
-    /// Prints the one line and returns the exit status.
+    /// Status 3: the guest image is refused (or its trust material unusable).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure { status: 3, message: message.into() }
+    }
+
+    /// Prints the line (one per problem when there are several) and returns the exit status.
     pub fn report(&self) -> ExitCode {
-        eprintln!("glint: {}", self.message);
+        for line in self.message.lines() {
+            eprintln!("glint: {line}");
+        }
         ExitCode::from(self.status)
+    }
+
+    /// The exit status a glint error gets.
+    pub fn from_glint_status(e: &glint::Error) -> u8 {
+        Failure::from_glint_ref(e)
     }
 }
 
@@ -34,17 +46,43 @@ pub fn one_line(e: &dyn std::error::Error) -> String {
     message.replace('\n', " ")
 }
 
-impl From<glint::Error> for Failure {
+impl Failure {
     /// The status by [`glint::Error::kind`]: 3 for a refused image, 4 when the host cannot run
     /// sandboxes (or KVM failed under one), 2 for a wrong request, 1 for everything the guest did.
-    fn from(e: glint::Error) -> Self {
+    fn from_glint_ref(e: &glint::Error) -> u8 {
         use glint::ErrorKind;
-        let status = match e.kind() {
+        match e.kind() {
             ErrorKind::ImageRefused => 3,
             ErrorKind::HostUnavailable => 4,
             _ if matches!(e, glint::Error::Vmm(_)) => 4,
             ErrorKind::BadRequest => 2,
             _ => 1,
+        }
+    }
+}
+
+impl From<glint::Error> for Failure {
+    fn from(e: glint::Error) -> Self {
+        Failure { status: Failure::from_glint_ref(&e), message: one_line(&e) }
+    }
+}
+
+/// A key or signature that cannot be used refuses the image, as a failed check does (status 3).
+impl From<glint::TrustError> for Failure {
+    fn from(e: glint::TrustError) -> Self {
+        glint::Error::Trust(e).into()
+    }
+}
+
+/// Registry failures: a refused image is status 3 like any refused image, a bad reference is a
+/// usage error (2), anything between glint and the registry is status 5.
+impl From<crate::registry::RegistryError> for Failure {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        let status = match &e {
+            RegistryError::Trust(_) => 3,
+            RegistryError::Reference(_) | RegistryError::PushNeedsTag { .. } => 2,
+            _ => 5,
         };
         Failure { status, message: one_line(&e) }
     }

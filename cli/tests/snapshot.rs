@@ -70,5 +70,16 @@ fn a_bad_snapshot_file_is_refused_with_one_line() {
     assert!(String::from_utf8(out.stderr).unwrap().contains("truncated"));
     let out = glint(&["run", "--snapshot", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "no function: {out:?}");
+    // A snapshot file is not a signed image, and its guest has already started: trust options and
+    // --gdb are refused with it, before the file is read.
+    let digest = format!("sha256:{}", "0".repeat(64));
+    for extra in [["--digest", digest.as_str()], ["--gdb", "127.0.0.1:0"]] {
+        let mut args = vec!["run", "--snapshot", file.to_str().unwrap(), "add", "1", "2"];
+        args.extend(extra);
+        let out = glint(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--snapshot"), "{extra:?}: {err}");
+    }
     let _ = std::fs::remove_file(&file);
 }

@@ -34,8 +34,10 @@
 
 extern crate alloc;
 
+pub mod caps;
 mod export;
 pub mod host;
+pub mod http;
 mod io;
 #[cfg(target_os = "none")]
 mod rt;
@@ -50,7 +52,56 @@ pub use host::HostCallError;
 pub mod __private {
     #[cfg(target_os = "none")]
     pub use crate::rt::start;
+    pub use alloc::string::String;
+    pub use alloc::vec::Vec;
     pub use core::arch::global_asm;
+}
+
+/// Declares the standard capabilities this guest uses (`clock`, `random`, `variables`, `kv`,
+/// `http`; see [`caps`] and docs/CAPABILITIES.md), so the host sees them among its imports: a
+/// server refuses to start a function that declares a capability its manifest does not grant,
+/// naming the function, the import and the manifest key that would grant it, and an embedder's
+/// `init()` refuses a sandbox that lacks one. Use it once, listing every capability whose
+/// wrappers the guest calls: `glint_guest::capabilities!(clock, kv);`
+#[macro_export]
+macro_rules! capabilities {
+    ($($cap:ident),* $(,)?) => {
+        $( $crate::__capability_imports!($cap); )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __capability_imports {
+    (clock) => {
+        $crate::imports! {
+            fn __glint_clock_wall() -> u64 = "glint:clock/wall@1";
+            fn __glint_clock_monotonic() -> u64 = "glint:clock/monotonic@1";
+        }
+    };
+    (random) => {
+        $crate::imports! {
+            fn __glint_random_bytes(n: u32) -> $crate::__private::Vec<u8> = "glint:random/bytes@1";
+        }
+    };
+    (variables) => {
+        $crate::imports! {
+            fn __glint_variables_get(name: &str) -> $crate::__private::String = "glint:variables/get@1";
+        }
+    };
+    (kv) => {
+        $crate::imports! {
+            fn __glint_kv_get(store: &str, key: &str) -> $crate::__private::Vec<u8> = "glint:kv/get@1";
+            fn __glint_kv_set(store: &str, key: &str, value: &[u8]) = "glint:kv/set@1";
+            fn __glint_kv_delete(store: &str, key: &str) -> bool = "glint:kv/delete@1";
+            fn __glint_kv_list(store: &str, prefix: &str, after: &str, max: u32) -> $crate::__private::Vec<u8> = "glint:kv/list@1";
+        }
+    };
+    (http) => {
+        $crate::imports! {
+            fn __glint_http_send(request: &[u8]) -> $crate::__private::Vec<u8> = "glint:http/send@1";
+        }
+    };
 }
 
 /// Declares the functions this guest exports, by name, and provides its entry point.

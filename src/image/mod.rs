@@ -18,6 +18,7 @@ mod error;
 mod note;
 mod pages;
 mod reloc;
+pub mod trust;
 
 /// The integration tests' ELF builder, for unit tests here and in `mem`.
 #[cfg(test)]
@@ -38,6 +39,10 @@ use goblin::elf::program_header::{
 };
 
 pub use error::ImageError;
+pub use trust::{
+    DigestParseError, ImageDigest, ImageSignature, KeyFormatError, SignatureFormatError, TrustError, TrustPolicy,
+    TrustedKey, Verification,
+};
 
 use elf::{file_range, ProgramHeader};
 use pages::{page_down, page_up};
@@ -65,8 +70,14 @@ struct Inner {
     abi_version: u32,
     end: u64,
     pie: bool,
+    /// Guest address and count of the program headers, when a segment loads them.
+    program_headers: Option<(u64, u64)>,
+    /// The file name it was loaded from, if any (what a crash dump names as its program).
+    file_name: Option<String>,
     segments: Vec<Segment>,
     pages: Vec<(u64, PagePerm)>,
+    /// Set when the image was loaded through a [`TrustPolicy`].
+    verification: Option<Verification>,
     /// The bytes the image was loaded from (what a snapshot file embeds), and their SHA-256,
     /// computed on first use.
     source: Box<[u8]>,
@@ -82,6 +93,7 @@ impl fmt::Debug for Inner {
             .field("end", &format_args!("{:#x}", self.end))
             .field("pie", &self.pie)
             .field("segments", &self.segments)
+            .field("verification", &self.verification)
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +150,7 @@ impl GuestImage {
             tracing::debug!(%error, "guest image unreadable");
         })?;
         span.record("bytes", bytes.len());
-        Self::load_logged(&bytes)
+        Self::load_logged(&bytes, file_name_of(path), None)
     }
 
     /// Loads an ELF image from memory. The bytes are copied; `bytes` can be dropped afterwards.
@@ -152,12 +164,78 @@ impl GuestImage {
     pub fn from_bytes(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
         let span = tracing::info_span!("image_load", bytes = bytes.len());
         let _entered = span.enter();
-        Self::load_logged(bytes)
+        Self::load_logged(bytes, None, None)
     }
 
-    fn load_logged(bytes: &[u8]) -> Result<GuestImage, crate::Error> {
+    /// Reads the file at `path`, checks its bytes against `policy` (digest pin, signature), and
+    /// only then loads the ELF. The result remembers what was verified
+    /// ([`verification`](Self::verification)).
+    ///
+    /// # Errors
+    ///
+    /// [`TrustError`] (wrapped in [`Error::Trust`](crate::Error::Trust)) if the bytes fail the
+    /// policy, otherwise the errors of [`from_file`](Self::from_file).
+    pub fn from_file_trusted(
+        path: impl AsRef<Path>,
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        let path = path.as_ref();
+        let span = tracing::info_span!(
+            "image_load",
+            path = %path.display(),
+            bytes = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let bytes = read_limited(path).inspect_err(|error| {
+            tracing::debug!(%error, "guest image unreadable");
+        })?;
+        span.record("bytes", bytes.len());
+        Self::load_trusted(&bytes, file_name_of(path), policy, signature)
+    }
+
+    /// [`from_bytes`](Self::from_bytes) after checking `bytes` against `policy`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file_trusted`](Self::from_file_trusted).
+    pub fn from_bytes_trusted(
+        bytes: &[u8],
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        let span = tracing::info_span!("image_load", bytes = bytes.len());
+        let _entered = span.enter();
+        Self::load_trusted(bytes, None, policy, signature)
+    }
+
+    fn load_trusted(
+        bytes: &[u8],
+        file_name: Option<String>,
+        policy: &TrustPolicy,
+        signature: Option<&ImageSignature>,
+    ) -> Result<GuestImage, crate::Error> {
+        // The bytes are checked before any ELF header is read: an untrusted file never reaches
+        // the parser.
+        let verification = policy.verify(bytes, signature).inspect_err(|error| {
+            tracing::warn!(%error, "guest image refused by the trust policy");
+        })?;
+        tracing::info!(
+            digest = %verification.digest(),
+            signer = verification.signer().map(TrustedKey::name),
+            "guest image verified"
+        );
+        Self::load_logged(bytes, file_name, Some(verification))
+    }
+
+    fn load_logged(
+        bytes: &[u8],
+        file_name: Option<String>,
+        verification: Option<Verification>,
+    ) -> Result<GuestImage, crate::Error> {
         match load(bytes) {
-            Ok(inner) => {
+            Ok(mut inner) => {
+                inner.verification = verification;
                 tracing::trace!(
                     id = inner.id,
                     entry = format_args!("{:#x}", inner.entry),
@@ -166,13 +244,19 @@ impl GuestImage {
                     pie = inner.pie,
                     "guest image loaded"
                 );
-                Ok(GuestImage { inner: Arc::new(inner) })
+                Ok(GuestImage { inner: Arc::new(Inner { file_name, ..inner }) })
             }
             Err(error) => {
                 tracing::debug!(%error, "guest image refused");
                 Err(error.into())
             }
         }
+    }
+
+    /// What the trust policy verified, for an image loaded with
+    /// [`from_file_trusted`](Self::from_file_trusted) or [`from_bytes_trusted`](Self::from_bytes_trusted).
+    pub fn verification(&self) -> Option<&Verification> {
+        self.inner.verification.as_ref()
     }
 
     /// Guest address of the entry point, after relocation.
@@ -212,6 +296,18 @@ impl GuestImage {
     /// The bytes the image was loaded from.
     pub(crate) fn source(&self) -> &[u8] {
         &self.inner.source
+    }
+
+    /// Guest address and number of the program headers, when a segment loads them (as a
+    /// linker lays out a PIE): what a debugger's AT_PHDR/AT_PHNUM point at.
+    pub(crate) fn program_headers(&self) -> Option<(u64, u64)> {
+        self.inner.program_headers
+    }
+
+    /// The name of the file the image was loaded from ([`from_file`](Self::from_file)), without
+    /// its directory.
+    pub(crate) fn file_name(&self) -> Option<&str> {
+        self.inner.file_name.as_deref()
     }
 
     /// The loaded segments, sorted by address and not overlapping (two may share a page).
@@ -256,6 +352,11 @@ struct LoadSegment {
     flags: u32,
     /// File bytes, then relocated; empty until the checks are done.
     data: Vec<u8>,
+}
+
+/// The last component of `path`, what a crash dump names as its program.
+fn file_name_of(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
@@ -381,6 +482,20 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         }
     }
 
+    // Where the program headers are in guest memory, if a segment's file bytes hold them.
+    let phdrs_len = u64::from(header.phnum).checked_mul(u64::from(header.phentsize));
+    let program_headers = loads
+        .iter()
+        .find_map(|s| {
+            let end = header.phoff.checked_add(phdrs_len?)?;
+            let into = header.phoff.checked_sub(s.offset)?;
+            if end > s.offset.checked_add(s.file_size)? {
+                return None;
+            }
+            place(s.vaddr.checked_add(into)?)
+        })
+        .map(|addr| (addr, u64::from(header.phnum)));
+
     let relro = relro.and_then(|(_, ph)| Some((ph.vaddr, ph.vaddr.checked_add(ph.mem_size)?)));
     let pages = pages::compute(&loads, relro, place)?;
     let segments = loads
@@ -400,8 +515,11 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         abi_version,
         end,
         pie,
+        program_headers,
+        file_name: None,
         segments,
         pages,
+        verification: None,
         source: bytes.into(),
         sha256: std::sync::OnceLock::new(),
     })

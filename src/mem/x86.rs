@@ -145,6 +145,11 @@ impl ExceptionFrame {
         FAULT_STACK_TOP - Self::size(vector)
     }
 
+    /// Where the stub for `vector` saved the guest's `rax` (see [`stubs`]): just below the frame.
+    pub(crate) fn saved_rax_address(vector: u8) -> u64 {
+        Self::address(vector) - 8
+    }
+
     /// Decodes the frame's words (read from [`address`](Self::address)).
     pub(crate) fn decode(vector: u8, bytes: &[u8; 48]) -> ExceptionFrame {
         let word = |i: usize| {
@@ -328,13 +333,15 @@ pub(crate) fn tss() -> Vec<u8> {
     t
 }
 
-/// The stubs: `mov al, vector; out EXCEPTION, al; 1: hlt; jmp 1b`. Two emulated instructions
-/// per fault; the host reads the CPU's exception frame from the fault stack.
+/// The stubs: `push rax; mov al, vector; out EXCEPTION, al; 1: hlt; jmp 1b`. Two emulated
+/// instructions per fault; the host reads the CPU's exception frame from the fault stack, and
+/// the guest's `rax` (whose low byte the stub overwrites) just below it, for crash dumps and
+/// debuggers.
 pub(crate) fn stubs() -> Vec<u8> {
     let mut s = vec![0u8; PAGE_SIZE as usize];
     for v in 0..IDT_ENTRIES as u8 {
         let at = usize::from(v) * STUB_SIZE as usize;
-        s[at..at + 8].copy_from_slice(&[0xb0, v, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd, 0x90]);
+        s[at..at + 8].copy_from_slice(&[0x50, 0xb0, v, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd]);
     }
     s
 }
@@ -490,7 +497,8 @@ mod tests {
         let s = stubs();
         for v in 0..IDT_ENTRIES as usize {
             let stub = &s[v * STUB_SIZE as usize..][..STUB_SIZE as usize];
-            assert_eq!(stub, &[0xb0, v as u8, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd, 0x90], "vector {v}");
+            // push rax; mov al, v; out EXCEPTION, al; hlt; jmp back to the hlt (at 5, from 8).
+            assert_eq!(stub, &[0x50, 0xb0, v as u8, 0xe6, port::EXCEPTION as u8, 0xf4, 0xeb, 0xfd], "vector {v}");
         }
         const { assert!(IDT_ENTRIES * STUB_SIZE <= PAGE_SIZE) };
     }
@@ -564,6 +572,13 @@ mod tests {
                 assert!(!write || nx, "{page:#x} is writable and executable (user {user})");
             }
         }
+    }
+
+    #[test]
+    fn the_saved_rax_sits_just_below_the_frame_on_the_fault_stack() {
+        assert_eq!(ExceptionFrame::saved_rax_address(14), FAULT_STACK_TOP - 56);
+        assert_eq!(ExceptionFrame::saved_rax_address(3), FAULT_STACK_TOP - 48);
+        assert!(ExceptionFrame::saved_rax_address(14) >= FAULT_STACK_ADDR);
     }
 
     #[test]

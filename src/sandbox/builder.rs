@@ -3,6 +3,7 @@
 use super::config::SandboxConfig;
 use super::stats::LogRecord;
 use super::{Limits, UninitSandbox};
+use crate::debug::core::{CoreDumpConfig, CoreDumpLimits};
 use crate::func::HostFunction;
 use crate::image::GuestImage;
 use crate::mem::MemoryConfig;
@@ -132,6 +133,18 @@ impl<T: Send + 'static> SandboxBuilder<T> {
     /// [`MsrFilter`] for why glint's isolation does not depend on it, and what it costs).
     pub fn msr_filter(mut self, filter: MsrFilter) -> Self {
         self.config.msr_filter = filter;
+        self
+    }
+
+    /// Writes an ELF core file into `dir` whenever a guest faults, for `gdb <guest> <core>`: the
+    /// guest's registers at the fault and its own memory (never the host's structures), as
+    /// `glint-<n>.core` with `n < limits.max_files`, each at most `limits.max_bytes`. The
+    /// fault's [`GuestFault::core_dump`](crate::GuestFault::core_dump) names the file. File names
+    /// are the host's, files are created new (never replacing or following anything) and
+    /// counted across every sandbox and process using `dir`; once `max_files` exist, faults
+    /// write none. `dir` must exist. See docs/DEBUGGING.md.
+    pub fn core_dumps(mut self, dir: impl Into<std::path::PathBuf>, limits: CoreDumpLimits) -> Self {
+        self.config.core_dumps = Some(Arc::new(CoreDumpConfig { dir: dir.into(), limits }));
         self
     }
 

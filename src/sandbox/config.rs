@@ -2,6 +2,7 @@
 //! deadline and the per-call limits.
 
 use super::stats::LogRecord;
+use crate::debug::core::CoreDumpConfig;
 use crate::func::host::HostFunctions;
 use crate::vmm::MsrFilter;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub(crate) struct SandboxConfig<T> {
     pub(crate) unknown_imports_as_traps: bool,
     /// The MSR filter each VM gets.
     pub(crate) msr_filter: MsrFilter,
+    /// Where faults write core files, if anywhere.
+    pub(crate) core_dumps: Option<Arc<CoreDumpConfig>>,
 }
 
 impl<T> Clone for SandboxConfig<T> {
@@ -49,6 +52,7 @@ impl<T> Clone for SandboxConfig<T> {
             limits: self.limits,
             unknown_imports_as_traps: self.unknown_imports_as_traps,
             msr_filter: self.msr_filter,
+            core_dumps: self.core_dumps.clone(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl<T> Default for SandboxConfig<T> {
             limits: Limits::default(),
             unknown_imports_as_traps: false,
             msr_filter: MsrFilter::Off,
+            core_dumps: None,
         }
     }
 }

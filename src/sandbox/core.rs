@@ -33,6 +33,9 @@ pub(crate) struct Core<T, V = KvmVcpu, M = KvmMemory> {
     pub(super) stats: CallStats,
     /// Testing only: the next restore fails (see `Sandbox::inject_restore_failure`).
     pub(super) fail_next_restore: bool,
+    /// A gdb session debugging this sandbox (`UninitSandbox::attach_gdb`).
+    #[cfg(feature = "gdb")]
+    pub(super) debugger: Option<Box<super::debug::Debugger>>,
 }
 
 impl<T, V, M> std::fmt::Debug for Core<T, V, M> {
@@ -72,6 +75,8 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
             at_return: false,
             stats: CallStats::default(),
             fail_next_restore: false,
+            #[cfg(feature = "gdb")]
+            debugger: None,
         })
     }
 

@@ -162,9 +162,9 @@ pub enum SnapshotFileError {
         /// The file.
         path: PathBuf,
         /// The file's sizes.
-        file: MemorySizes,
+        file: Box<MemorySizes>,
         /// The builder's.
-        builder: MemorySizes,
+        builder: Box<MemorySizes>,
     },
     /// A snapshot of another image than the one given.
     #[error("{} is a snapshot of image sha256:{file}, not of the given sha256:{image}", path.display())]
@@ -501,8 +501,8 @@ impl Loaded {
         if *expected != self.layout {
             return Err(SnapshotFileError::OtherLayout {
                 path: path(),
-                file: (&self.layout).into(),
-                builder: expected.into(),
+                file: Box::new((&self.layout).into()),
+                builder: Box::new(expected.into()),
             });
         }
         let zero = [0u8; PAGE_SIZE as usize];

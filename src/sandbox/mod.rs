@@ -4,14 +4,18 @@
 //!
 //! Files, each importing only from the ones above it: `config` and `stats` (plain data),
 //! `functions` (the guest's exports and imports), `core` (the state every sandbox carries),
-//! `run` (the call cycle and run loop) and `snapshot` (snapshots, and restore) on the core, then
+//! `run` (the call cycle and run loop), `debug` (its crash-dump and gdb hooks) and `snapshot`
+//! (snapshots, and restore) on the core, then
 //! the public types: `ready` (`Sandbox`), `uninit`, `builder`, `template`, `pool`.
 
 mod builder;
 mod config;
 mod core;
+mod debug;
 mod file;
 mod functions;
+#[cfg(feature = "async")]
+mod future;
 mod pool;
 mod ready;
 mod run;
@@ -27,6 +31,8 @@ pub use builder::SandboxBuilder;
 pub use config::{Limits, DEFAULT_CALL_TIMEOUT};
 pub use file::{MemorySizes, SnapshotFileError, SNAPSHOT_FORMAT};
 pub use functions::{Export, Import};
+#[cfg(feature = "async")]
+pub use future::{AsyncPool, CallFuture};
 pub use pool::{PoolConfig, PoolStats, PooledSandbox, SandboxPool, WhenEmpty};
 pub use ready::Sandbox;
 pub use snapshot::Snapshot;

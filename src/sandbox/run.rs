@@ -163,11 +163,19 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
             Some(Box::new(Error::CallbackPanicked { callback: "embedder", panic: PanicPayload::unwound() }));
         let result = self.run_inner(name);
         self.poisoned = None;
-        result.map_err(|e| self.poison(e))
+        result.map_err(|e| {
+            if self.debugging() {
+                // The debugged program ends here; a fault was reported to gdb at the fault.
+                self.debug_end(crate::debug::Signal::Kill);
+            }
+            self.poison(e)
+        })
     }
 
     fn run_inner(&mut self, name: &str) -> Result<CallOutput, Error> {
         let timeout = self.config.call_timeout;
+        // A debugger sees the guest before its first instruction.
+        self.debug_entry()?;
         let guard = self.control.begin(self.vcpu.immediate_exit(), timeout);
         let mut host_failure = None;
         self.stats = CallStats::default();
@@ -178,6 +186,9 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
                     StopReason::Deadline => Error::Timeout(timeout.unwrap_or_default()),
                     StopReason::Killed => Error::Cancelled,
                 });
+            }
+            if self.debugging() && guard.take_pause() {
+                self.debug_pause()?;
             }
             guard.in_guest(true);
             let exit = self.vcpu.run();
@@ -204,7 +215,9 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
                     }
                     port::LOG => self.log()?,
                     port::ABORT => return Err(self.abort()?),
-                    port::EXCEPTION => return Err(self.fault(value)?),
+                    // A breakpoint or step of gdb's goes on; anything else is a fault.
+                    port::EXCEPTION if self.debug_exception(value)? => {}
+                    port::EXCEPTION => return Err(self.fault(value, name)?),
                     port => return Err(ProtocolError::UnknownPort { port }.into()),
                 },
                 Exit::Out { port, size, .. } => return Err(ProtocolError::PortWidth { port, size }.into()),
@@ -328,18 +341,16 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         Ok(ExceptionFrame::decode(vector, &bytes))
     }
 
-    /// Builds the fault report from the exception frame the CPU pushed on the fault stack.
-    fn fault(&self, vector: u8) -> Result<Error, Error> {
+    /// Builds the fault report from the exception frame the CPU pushed on the fault stack, and
+    /// writes a core file if the sandbox writes them.
+    fn fault(&mut self, vector: u8, function: &str) -> Result<Error, Error> {
         let frame = self.exception_frame(vector)?;
         let kind = FaultKind::from_vector(vector);
         let address = if kind == FaultKind::PageFault { Some(self.vcpu.fault_address()) } else { None };
         let stack_overflow = address.is_some_and(|a| a >= self.layout.guard_addr && a < self.layout.stack_addr);
-        Ok(Error::GuestFault(GuestFault {
-            kind,
-            rip: frame.rip,
-            address,
-            error_code: frame.error_code,
-            stack_overflow,
-        }))
+        let mut fault =
+            GuestFault { kind, rip: frame.rip, address, error_code: frame.error_code, stack_overflow, core_dump: None };
+        fault.core_dump = self.dump_core(vector, &fault, function);
+        Ok(Error::GuestFault(fault))
     }
 }

@@ -198,6 +198,8 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         let mut page = [0u8; PAGE_SIZE as usize];
         for p in pages_in(&self.written) {
             self.memory.read(p * PAGE_SIZE, &mut page)?;
+            // A debugger's breakpoints are not the guest's memory.
+            self.debug_mask(p * PAGE_SIZE, &mut page);
             if page.iter().all(|&b| b == 0) {
                 continue;
             }
@@ -273,6 +275,7 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         // One that did not ran CPL3 code only, which cannot touch debug registers, XCR0 or MSRs.
         let how = if self.poisoned.is_some() { Restore::Full } else { Restore::AfterCleanCall };
         self.vcpu.restore(&snap.inner.vcpu, how)?;
+        self.debug_after_restore();
         self.base = snap.inner.id;
         self.at_return = false;
         tracing::trace!(pages = copied, "restored");

@@ -64,6 +64,32 @@ impl<T: Send + 'static> UninitSandbox<T> {
         Ok(Sandbox::from_parts(self.core, Arc::new(functions), initial))
     }
 
+    /// Waits for gdb to connect to `server`, then debugs this sandbox: the guest stops before its
+    /// first instruction (initialisation), and the session goes on through every call until the
+    /// sandbox is dropped (gdb sees the program exit) or a call fails (gdb sees it terminated by
+    /// the fault's signal). See docs/DEBUGGING.md for what gdb can do.
+    ///
+    /// The call deadline keeps running while gdb holds the guest stopped; a sandbox being debugged
+    /// by a person usually wants [`SandboxBuilder::call_timeout`](crate::SandboxBuilder::call_timeout)
+    /// `(None)`.
+    ///
+    /// # Errors
+    /// [`Error::Debugger`] if accepting the connection or starting the protocol fails.
+    #[cfg(feature = "gdb")]
+    pub fn attach_gdb(&mut self, server: crate::GdbServer) -> Result<(), Error> {
+        let control = Arc::downgrade(&self.core.control);
+        let interrupt: crate::debug::gdb::Interrupt = Arc::new(move || {
+            if let Some(control) = control.upgrade() {
+                control.pause();
+            }
+        });
+        let regions = crate::debug::guest_regions(&self.core.layout, &self.core.image);
+        let program = crate::debug::ProgramInfo::of(&self.core.image);
+        let session = server.accept(regions, program, interrupt)?;
+        self.core.attach_debugger(session);
+        Ok(())
+    }
+
     /// A handle that can stop initialisation from another thread.
     pub fn interrupt_handle(&self) -> InterruptHandle {
         InterruptHandle::new(&self.core.control)

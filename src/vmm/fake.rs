@@ -196,6 +196,11 @@ impl Vcpu for FakeVcpu {
         Ok(())
     }
 
+    fn resume_guest(&mut self, state: &VcpuState) -> Result<(), VmmError> {
+        self.regs = state.regs;
+        Ok(())
+    }
+
     fn fault_address(&self) -> u64 {
         self.cr2
     }

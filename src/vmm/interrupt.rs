@@ -56,6 +56,8 @@ pub(crate) struct CallControl {
     owner: AtomicU64,
     /// The call's thread is in (or about to enter) KVM_RUN, not in a host function.
     in_guest: std::sync::atomic::AtomicBool,
+    /// A debugger asked the guest to stop without ending the call (see [`CallControl::pause`]).
+    pause: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CallControl {
@@ -254,6 +256,20 @@ impl CallControl {
     }
 }
 
+impl CallControl {
+    /// Makes the guest leave the vCPU without ending its call, for a debugger's interrupt: the
+    /// run loop sees an interrupted exit and [`CallGuard::take_pause`]. Remembered until the run
+    /// loop takes it, so a pause asked for between calls stops the next one at its start.
+    #[cfg_attr(not(feature = "gdb"), allow(dead_code, reason = "the gdb stub's interrupt uses it"))]
+    pub(crate) fn pause(&self) {
+        let mut running = lock(&self.running);
+        self.pause.store(true, Ordering::Release);
+        if let Some(r) = running.as_mut() {
+            kick(r);
+        }
+    }
+}
+
 /// Sends the kick signal to the thread running `r`. Call with the `running` lock held: the call's
 /// guard takes that lock before the call ends, so the thread is alive.
 fn kick(r: &mut Running) {
@@ -288,6 +304,11 @@ impl CallGuard {
     /// Marks the thread as entering the guest (KVM_RUN) or leaving it.
     pub(crate) fn in_guest(&self, inside: bool) {
         self.control.in_guest.store(inside, Ordering::Release);
+    }
+
+    /// Whether a debugger asked for a pause (see [`CallControl::pause`]); clears the request.
+    pub(crate) fn take_pause(&self) -> bool {
+        self.control.pause.swap(false, Ordering::AcqRel)
     }
 
     /// Whether, and why, this call was stopped.

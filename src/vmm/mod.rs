@@ -156,6 +156,12 @@ pub(crate) trait Vcpu {
     fn save(&mut self) -> Result<VcpuState, VmmError>;
     /// Puts the vCPU back into `state`.
     fn restore(&mut self, state: &VcpuState, how: Restore) -> Result<(), VmmError>;
+    /// Continues the guest at CPL3 with `state`'s registers and x87/SSE state, as an `iretq` from
+    /// an exception stub would (CS and SS become the guest's user segments again); the other
+    /// special registers, MSRs and debug registers stay as they are. For a debugger that resumes
+    /// the guest after a breakpoint or a single step (the vCPU is then in the stub, at CPL0).
+    #[cfg_attr(not(feature = "gdb"), allow(dead_code, reason = "the gdb stub's hooks use it"))]
+    fn resume_guest(&mut self, state: &VcpuState) -> Result<(), VmmError>;
     /// CR2 as of the last exit.
     fn fault_address(&self) -> u64;
     /// The byte that makes the next (or current) run return at once, for the interrupt machinery.

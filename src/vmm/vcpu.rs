@@ -202,6 +202,24 @@ impl Vcpu for KvmVcpu {
         Ok(())
     }
 
+    fn resume_guest(&mut self, state: &VcpuState) -> Result<(), VmmError> {
+        let doing = Doing::RestoringState;
+        self.settle()?;
+        let mut sregs = state.sregs;
+        sregs.cs = segment(&x86::USER_CODE_SEGMENT);
+        sregs.ss = segment(&x86::USER_DATA_SEGMENT);
+        self.fd.clear_sync_dirty_reg(SyncReg::Register);
+        self.fd.clear_sync_dirty_reg(SyncReg::SystemRegister);
+        self.fd.set_sregs(&sregs).map_err(VmmError::ioctl("KVM_SET_SREGS", doing))?;
+        self.fd.set_regs(&state.regs).map_err(VmmError::ioctl("KVM_SET_REGS", doing))?;
+        // SAFETY: as in `restore`.
+        unsafe { self.fd.set_xsave(&state.xsave) }.map_err(VmmError::ioctl("KVM_SET_XSAVE", doing))?;
+        let sync = self.fd.sync_regs_mut();
+        sync.regs = state.regs;
+        sync.sregs = sregs;
+        Ok(())
+    }
+
     fn fault_address(&self) -> u64 {
         self.fd.sync_regs().sregs.cr2
     }

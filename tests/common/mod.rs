@@ -68,3 +68,24 @@ pub fn test_builder() -> SandboxBuilder {
 pub fn test_sandbox() -> Sandbox {
     test_builder().build(&testguest()).expect("build").init().expect("init")
 }
+
+/// Whether gdb is installed, for the debugging tests: skips (false, with a note) when it is not,
+/// unless `CI=true`, where a missing gdb fails the test.
+pub fn gdb() -> bool {
+    let ok = std::process::Command::new("gdb").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "gdb is not installed but CI=true");
+        eprintln!("note: gdb is not installed; skipping this test");
+    }
+    ok
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("glint-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}

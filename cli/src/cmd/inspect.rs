@@ -2,7 +2,7 @@
 
 use super::SandboxOptions;
 use crate::failure::Failure;
-use glint::GuestImage;
+use crate::trust::TrustArgs;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -11,6 +11,8 @@ pub struct Args {
     pub guest: PathBuf,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print the description as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -24,6 +26,10 @@ struct Function {
 
 #[derive(serde::Serialize)]
 struct Description {
+    /// `sha256:<hex>` of the file.
+    digest: String,
+    /// The key whose signature verified, when `--key` was given.
+    signer: Option<String>,
     abi_version: u32,
     entry: u64,
     position_independent: bool,
@@ -32,10 +38,14 @@ struct Description {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let image = GuestImage::from_file(&a.guest)?;
-    let sandbox = a.sandbox.builder().build(&image)?.init()?;
+    let image = a.trust.load(&a.guest)?;
+    let digest = image.verification().map(|v| v.digest().to_string()).unwrap_or_default();
+    let signer = image.verification().and_then(|v| v.signer()).map(|k| k.name().to_owned());
+    let sandbox = a.sandbox.builder()?.build(&image)?.init()?;
     if a.json {
         let d = Description {
+            digest,
+            signer,
             abi_version: image.abi_version(),
             entry: image.entry(),
             position_independent: image.is_position_independent(),
@@ -54,6 +64,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
         return Ok(());
     }
     println!("guest:     {}", a.guest.display());
+    println!("sha256:    {digest}");
+    if let Some(signer) = &signer {
+        println!("signed by: {signer}");
+    }
     println!("abi:       version {}", image.abi_version());
     println!(
         "entry:     {:#x} ({})",

@@ -20,7 +20,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let image = GuestImage::from_file(&a.guest)?;
-    let template = Template::new(&a.sandbox.builder(), &image)?;
+    let template = Template::new(&a.sandbox.builder()?, &image)?;
     template.save(&a.output)?;
     Ok(())
 }

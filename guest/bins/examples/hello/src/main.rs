@@ -55,4 +55,13 @@ fn fail(message: String) -> i32 {
     panic!("{message}")
 }
 
-glint_guest::exports!(add, greet, echo, hypot, count, fail);
+/// Reads the `u64` at `addr`: an address the guest has no page for faults, and the host reports
+/// `Error::GuestFault` (the C example guest has the same function).
+fn peek(addr: u64) -> u64 {
+    // SAFETY: not safe for every `addr`, and that is the point: an unmapped or supervisor page
+    // raises #PF, which ends the call on the host's side; the guest never resumes after it. A
+    // mapped address is read like any other memory, without creating a reference.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+glint_guest::exports!(add, greet, echo, hypot, count, fail, peek);

@@ -590,6 +590,20 @@ fn busy(n: u64) -> u64 {
     acc
 }
 
+/// For the gdb stub's tests: an export that calls a function gdb can break on at its exact
+/// entry, where the C calling convention puts `a` and `b` in `edi` and `esi` and the address of
+/// the caller's local `sum` (on the stack) in `rdx`; the local holds `a + b` once it returns.
+fn debug_add(a: i32, b: i32) -> i32 {
+    let mut sum = 0;
+    debug_add_into(a, b, &mut sum);
+    core::hint::black_box(sum)
+}
+#[inline(never)]
+#[no_mangle]
+extern "C" fn debug_add_into(a: i32, b: i32, sum: &mut i32) {
+    *sum = a.wrapping_add(b);
+}
+
 glint_guest::exports!(
     secrets_set,
     secrets_get,
@@ -677,6 +691,7 @@ glint_guest::exports!(
     peek,
     sum_bytes,
     keep,
+    debug_add,
     kept_sum,
     host_fail_own_error,
     import_add,
