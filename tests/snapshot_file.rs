@@ -288,3 +288,33 @@ fn a_resealed_file_with_crafted_host_pages_or_vcpu_state_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_file_changed_in_place_after_loading_cannot_change_the_host_owned_pages() {
+    require_kvm!();
+    use std::os::unix::fs::FileExt as _;
+    let dir = TempDir::new("inplace");
+    let path = dir.file("t.snap");
+    saved(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    let data = u64::from_le_bytes(bytes[AT_DATA..AT_DATA + 8].try_into().unwrap());
+    let template = load(&path).unwrap();
+    let mut before = template.instantiate().unwrap();
+    assert_eq!(before.call("rt_i32", &[Value::I32(1)]).unwrap(), Value::I32(1));
+    // Rewrite, in place, the first entry of the PML4 (the first stored page), as a writer of the
+    // file could while processes use it: the pages the loaded template maps read through to it.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[bytes[data as usize + 1] ^ 0x40], data + 1).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    // Sandboxes made after the change, and restores, still get glint's page tables.
+    let mut after = template.instantiate().unwrap();
+    assert_eq!(after.call("rt_string", &[Value::String("same".into())]).unwrap(), Value::String("same".into()));
+    after.call("set_state", &[Value::U64(3)]).unwrap();
+    after.reset().unwrap();
+    assert_eq!(after.call("get_state", &[]).unwrap(), Value::U64(0));
+    before.reset().unwrap();
+    assert_eq!(before.call("host_add", &[Value::I32(1), Value::I32(2)]).unwrap(), Value::I32(3));
+    // The changed file itself no longer loads.
+    assert!(matches!(file_error(load(&path)), SnapshotFileError::ChecksumMismatch { .. }));
+}

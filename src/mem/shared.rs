@@ -27,6 +27,10 @@ pub(crate) struct SharedMemory {
     /// Bytes of guest memory.
     size: usize,
     packing: Packing,
+    /// Private copies of pages that must not read through to the file, by page number, sorted:
+    /// a packed file's host-owned pages, copied when they were checked, so a file changed in
+    /// place later cannot change them ([`pin`](Self::pin)).
+    pinned: Vec<(u64, Box<[u8]>)>,
 }
 
 /// How guest pages sit in the file.
@@ -100,6 +104,7 @@ impl SharedMemory {
             view_len: len,
             size: len,
             packing: Packing::Whole,
+            pinned: Vec::new(),
         })
     }
 
@@ -143,7 +148,14 @@ impl SharedMemory {
             }
             v.cast::<u8>().cast_const()
         };
-        Ok(SharedMemory { file: Arc::new(file), view, view_len, size: len, packing: Packing::Packed { index, runs } })
+        Ok(SharedMemory {
+            file: Arc::new(file),
+            view,
+            view_len,
+            size: len,
+            packing: Packing::Packed { index, runs },
+            pinned: Vec::new(),
+        })
     }
 
     /// The runs to map from the file for a packed file; `None` for a memfd mapped whole.
@@ -159,9 +171,32 @@ impl SharedMemory {
         &self.file
     }
 
+    /// Copies the stored pages among `pages` (page numbers) out of the file into private memory:
+    /// from now on [`page`](Self::page) returns the copies and every VM made from this memory gets
+    /// them ([`pinned`](Self::pinned)), whatever happens to the file. Zero (unstored) pages need
+    /// no copy: they are never read from the file.
+    pub(crate) fn pin(&mut self, pages: impl IntoIterator<Item = u64>) {
+        for page in pages {
+            if self.pinned.binary_search_by_key(&page, |(p, _)| *p).is_ok() {
+                continue;
+            }
+            let Some(bytes) = self.page(page).map(Box::<[u8]>::from) else { continue };
+            let at = self.pinned.partition_point(|(p, _)| *p < page);
+            self.pinned.insert(at, (page, bytes));
+        }
+    }
+
+    /// The pinned pages (see [`pin`](Self::pin)), sorted by page number.
+    pub(crate) fn pinned(&self) -> &[(u64, Box<[u8]>)] {
+        &self.pinned
+    }
+
     /// The 4 KiB page at `page` (page number), or `None` past the end (and, in a packed file,
     /// for a zero page).
     pub(crate) fn page(&self, page: u64) -> Option<&[u8]> {
+        if let Ok(i) = self.pinned.binary_search_by_key(&page, |(p, _)| *p) {
+            return self.pinned.get(i).map(|(_, b)| &b[..]);
+        }
         let stored = match &self.packing {
             Packing::Whole => page,
             Packing::Packed { index, .. } => match *index.get(usize::try_from(page).ok()?)? {

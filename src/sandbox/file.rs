@@ -488,8 +488,10 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
 
 impl Loaded {
     /// Checks the file against the image and the layout `expected` (what the builder makes for
-    /// it), and its host-owned pages against what glint builds for them.
-    pub(crate) fn check(&self, image: &GuestImage, expected: &Layout) -> Result<(), SnapshotFileError> {
+    /// it), and its host-owned pages against what glint builds for them. The host-owned pages
+    /// are first copied out of the file ([`SharedMemory::pin`]) and the copies are what is
+    /// checked and what every VM gets, so changing the file in place later cannot change them.
+    pub(crate) fn check(&mut self, image: &GuestImage, expected: &Layout) -> Result<(), SnapshotFileError> {
         let path = || self.path.clone();
         if image.sha256() != self.digest {
             return Err(SnapshotFileError::OtherImage {
@@ -506,7 +508,12 @@ impl Loaded {
             });
         }
         let zero = [0u8; PAGE_SIZE as usize];
-        for (addr, bytes) in x86::system_pieces(expected, image) {
+        let pieces = x86::system_pieces(expected, image);
+        self.memory.pin(pieces.iter().flat_map(|(addr, bytes)| {
+            let first = addr / PAGE_SIZE;
+            first..first + (bytes.len() as u64).div_ceil(PAGE_SIZE)
+        }));
+        for (addr, bytes) in pieces {
             for (i, want) in bytes.chunks(PAGE_SIZE as usize).enumerate() {
                 let page = addr / PAGE_SIZE + i as u64;
                 let have = self.memory.page(page).unwrap_or(&zero);

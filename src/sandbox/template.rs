@@ -161,7 +161,7 @@ impl<T: Send + 'static> Template<T> {
     }
 
     fn from_loaded(
-        loaded: Loaded,
+        mut loaded: Loaded,
         builder: &SandboxBuilder<T>,
         image: GuestImage,
         expected: &Layout,

@@ -67,6 +67,22 @@ fn map_runs(mem: &GuestMemoryMmap, shared: &SharedMemory, len: usize) -> Result<
             return Err(VmmError::last_os("mmap", Doing::MappingMemory));
         }
     }
+    // The pinned pages (the host-owned ones, checked at load) come from their private copies,
+    // never from the file: a file changed in place cannot change them.
+    for (page, bytes) in shared.pinned() {
+        let at = page * glint_abi::layout::PAGE_SIZE;
+        let Ok(start) = usize::try_from(at) else {
+            return Err(VmmError::GuestMemory { addr: at, len: bytes.len() });
+        };
+        if start.checked_add(bytes.len()).is_none_or(|end| end > len) {
+            return Err(VmmError::GuestMemory { addr: at, len: bytes.len() });
+        }
+        // SAFETY: `start..start + bytes.len()` lies inside the `len`-byte mapping `mem` owns,
+        // which nothing uses yet (no VM slot points at it, no slice of it exists); `bytes` is a
+        // separate heap allocation, so the ranges do not overlap. The write makes the private
+        // mapping copy the page, which then no longer reads through to the file.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(start), bytes.len()) };
+    }
     Ok(())
 }
 
