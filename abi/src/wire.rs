@@ -662,6 +662,54 @@ mod tests {
     }
 
     #[test]
+    fn a_table_may_hold_exactly_max_exports_functions_and_no_more() {
+        extern crate alloc;
+        let table = |exports: usize| {
+            let mut buf = alloc::vec![0u8; 16 * (MAX_EXPORTS + 2)];
+            let n = write_frame(&mut buf, |s| {
+                put_count(s, exports)?;
+                for _ in 0..exports {
+                    put_function(s, "f", &[], ValueType::Unit)?;
+                }
+                put_count(s, 0)
+            })
+            .unwrap();
+            buf.truncate(n);
+            buf
+        };
+        let full = table(MAX_EXPORTS);
+        let mut seen = 0;
+        read_table::<()>(&full[LEN_PREFIX..], |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, MAX_EXPORTS);
+        let over = table(MAX_EXPORTS + 1);
+        assert_eq!(
+            read_table::<()>(&over[LEN_PREFIX..], |_, _| Ok(())),
+            Err(DecodeError::TooMany(MAX_EXPORTS as u64 + 1))
+        );
+    }
+
+    #[test]
+    fn truncating_writers_count_what_they_kept() {
+        use core::fmt::Write as _;
+        let mut buf = [0u8; 4];
+        let mut w = Truncating::new(&mut buf);
+        assert!(w.is_empty());
+        assert_eq!(w.len(), 0);
+        w.write_str("héllo").unwrap();
+        assert!(!w.is_empty());
+        assert_eq!(w.len(), 4);
+        assert_eq!(&buf, "hél".as_bytes());
+        extern crate alloc;
+        use alloc::string::ToString;
+        assert_eq!(Full.to_string(), "message does not fit in the buffer");
+    }
+
+    #[test]
     fn text_frames_are_cut_to_their_buffer_at_a_character_boundary() {
         // 9 bytes of frame head leave 2 for the text: `h`, and not half of `é`.
         let mut buf = [0u8; 11];

@@ -515,15 +515,23 @@ mod tests {
         };
         let mut table = PML4_ADDR;
         let (mut user, mut write, mut nx) = (true, true, false);
+        // The bits by their architectural positions (SDM Vol. 3 §4.5), not glint's constants.
+        let (present, rw, us, accessed, dirty, large, no_exec) = (1, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 7, 1 << 63);
         for level in (0..4).rev() {
             let e = read(table, (addr >> (12 + 9 * level)) & 0x1ff);
-            if e & PTE_PRESENT == 0 {
+            if e & present == 0 {
                 return None;
             }
-            user &= e & PTE_USER != 0;
-            write &= e & PTE_WRITE != 0;
-            nx |= e & PTE_NX != 0;
-            assert_eq!(e & (1 << 7), 0, "no large pages");
+            user &= e & us != 0;
+            write &= e & rw != 0;
+            nx |= e & no_exec != 0;
+            assert_eq!(e & large, 0, "no large pages");
+            // Preset, so the CPU never writes to the host's page tables (on hardware KVM such a
+            // write would dirty them behind the host's back).
+            assert_ne!(e & accessed, 0, "{addr:#x}: level {level} entry is not marked accessed");
+            if level == 0 && e & rw != 0 {
+                assert_ne!(e & dirty, 0, "{addr:#x}: writable page is not marked dirty");
+            }
             table = e & 0x000f_ffff_ffff_f000;
         }
         Some((table, user, write, nx))
@@ -572,6 +580,38 @@ mod tests {
                 assert!(!write || nx, "{page:#x} is writable and executable (user {user})");
             }
         }
+    }
+
+    /// What the CPU requires of the entry state for 64-bit code with NX pages and SSE, bit by
+    /// architectural position (SDM Vol. 3 §2.5, §2.2.1), independent of glint's constants.
+    #[test]
+    fn the_entry_control_registers_are_long_mode_with_paging_nx_and_sse() {
+        let bit = |v: u64, n: u32| v & (1 << n) != 0;
+        for (n, name) in [(0, "PE"), (1, "MP"), (4, "ET"), (5, "NE"), (16, "WP"), (31, "PG")] {
+            assert!(bit(ENTRY_CR0, n), "CR0.{name} (bit {n}) must be set");
+        }
+        assert!(!bit(ENTRY_CR0, 2) && !bit(ENTRY_CR0, 3), "CR0.EM and CR0.TS would make SSE fault");
+        for (n, name) in [(5, "PAE"), (9, "OSFXSR"), (10, "OSXMMEXCPT")] {
+            assert!(bit(ENTRY_CR4, n), "CR4.{name} (bit {n}) must be set");
+        }
+        assert!(!bit(ENTRY_CR4, 12), "CR4.LA57 would need five levels of page tables");
+        for (n, name) in [(8, "LME"), (10, "LMA"), (11, "NXE")] {
+            assert!(bit(ENTRY_EFER, n), "EFER.{name} (bit {n}) must be set");
+        }
+        assert!(!bit(ENTRY_EFER, 0), "EFER.SCE: the guest has no syscall target");
+        assert_eq!(ENTRY_CR3 & 0xfff, 0, "CR3 holds a page-aligned PML4 and no flags");
+        assert_eq!(ENTRY_RFLAGS, 0x2, "only the reserved bit 1: IF clear, IOPL 0, TF clear");
+    }
+
+    /// A limit is the last byte of the table's last entry (SDM Vol. 3 §3.5.1, §6.10): whole
+    /// descriptors only, ending with the TSS's 16 bytes (the GDT's last entry), and one 16-byte
+    /// gate per exception vector.
+    #[test]
+    fn the_gdt_and_idt_limits_end_exactly_at_their_last_entries() {
+        let gdt_bytes = u32::from(GDT_LIMIT) + 1;
+        assert_eq!(gdt_bytes % 8, 0, "GDT limit {GDT_LIMIT} does not end on a descriptor");
+        assert_eq!(gdt_bytes, u32::from(TSS_SEL) + 16, "the TSS descriptor is the GDT's last entry");
+        assert_eq!(u32::from(IDT_LIMIT) + 1, 32 * 16, "one 16-byte gate per exception vector, 0..32");
     }
 
     #[test]
