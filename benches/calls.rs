@@ -8,6 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use glint::{GuestImage, PoolConfig, SandboxBuilder, SandboxPool};
+use glint_bench::cold;
 use glint_bench::floor::{BareVm, FloorHost};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,43 @@ fn cold(c: &mut Criterion) {
             assert_eq!(add.call(&mut sb, (2, 3)).unwrap(), 5);
             sb
         })
+    });
+    // Teardown not deferred: each sandbox (and each floor VM) dropped right after it was timed,
+    // so the next creation runs in the shadow of its teardown.
+    let host = FloorHost::new().unwrap();
+    let not_deferred = |b: &mut criterion::Bencher<'_>, make: &mut dyn FnMut() -> Box<dyn std::any::Any>| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let made = make();
+                total += t.elapsed();
+                drop(made);
+            }
+            total
+        })
+    };
+    g.bench_function("floor_create_to_first_exit_not_deferred", |b| {
+        not_deferred(b, &mut || Box::new(BareVm::new(&host, false).unwrap()))
+    });
+    g.bench_function("new_vm_init_first_call_not_deferred", |b| {
+        not_deferred(b, &mut || Box::new(cold::cold_start(&builder, &image).unwrap()))
+    });
+    // Under churn: another thread creates and drops VMs all along.
+    cold::under_churn(&host, || {
+        g.bench_function("floor_create_to_first_exit_under_churn", |b| {
+            not_deferred(b, &mut || Box::new(BareVm::new(&host, false).unwrap()))
+        });
+        g.bench_function("new_vm_init_first_call_under_churn", |b| {
+            not_deferred(b, &mut || Box::new(cold::cold_start(&builder, &image).unwrap()))
+        });
+        Ok(())
+    })
+    .unwrap();
+    // From a snapshot file: load (read, check, map), new VM, first call; no guest init.
+    let file = cold::SnapshotFile::save(&glint::Template::new(&builder, &image).unwrap()).unwrap();
+    g.bench_function("from_snapshot_file_first_call", |b| {
+        not_deferred(b, &mut || Box::new(cold::snapshot_start(file.path(), &builder, &image).unwrap()))
     });
     let pool =
         SandboxPool::new(&builder, &image, PoolConfig { max_sandboxes: 1, ready_target: 1, ..Default::default() })

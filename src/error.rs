@@ -147,6 +147,9 @@ pub enum Error {
     /// The call was stopped by an [`InterruptHandle`](crate::InterruptHandle) (poisons).
     #[error("guest call was cancelled")]
     Cancelled,
+    /// A snapshot file could not be written, or was refused at load.
+    #[error("snapshot file refused")]
+    SnapshotFile(#[from] crate::sandbox::SnapshotFileError),
     /// The snapshot cannot be restored into this sandbox.
     #[error("snapshot does not fit this sandbox: it was taken from a sandbox of {0}")]
     SnapshotMismatch(SnapshotMismatch),
@@ -251,9 +254,11 @@ impl Error {
             Error::Vmm(e) if e.is_resource_limit() => ErrorKind::ResourceLimit,
             Error::Vmm(VmmError::NoKvm { .. } | VmmError::MissingCapability { .. }) => ErrorKind::HostUnavailable,
             Error::Vmm(_) | Error::CallbackPanicked { .. } => ErrorKind::Internal,
-            Error::Image(_) | Error::Trust(_) | Error::SnapshotMismatch(_) | Error::Imports(_) => {
-                ErrorKind::ImageRefused
-            }
+            Error::Image(_)
+            | Error::Trust(_)
+            | Error::SnapshotMismatch(_)
+            | Error::Imports(_)
+            | Error::SnapshotFile(_) => ErrorKind::ImageRefused,
             Error::Layout(_)
             | Error::Config(_)
             | Error::NoSuchFunction { .. }
@@ -295,6 +300,7 @@ impl Error {
             | Error::NoSuchHostFunction { .. }
             | Error::Imports(_)
             | Error::SnapshotMismatch(_)
+            | Error::SnapshotFile(_)
             | Error::PoolExhausted { .. }
             | Error::Debugger(_)
             | Error::Poisoned { .. } => false,

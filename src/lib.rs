@@ -57,8 +57,9 @@ pub use mem::layout::LayoutError;
 #[cfg(feature = "async")]
 pub use sandbox::{AsyncPool, CallFuture};
 pub use sandbox::{
-    CallStats, Export, Import, Limits, LogOverflow, LogRecord, PoolConfig, PoolStats, PooledSandbox, Sandbox,
-    SandboxBuilder, SandboxPool, Snapshot, Template, UninitSandbox, WhenEmpty, DEFAULT_CALL_TIMEOUT,
+    CallStats, Export, Import, Limits, LogOverflow, LogRecord, MemorySizes, PoolConfig, PoolStats, PooledSandbox,
+    Sandbox, SandboxBuilder, SandboxPool, Snapshot, SnapshotFileError, Template, UninitSandbox, WhenEmpty,
+    DEFAULT_CALL_TIMEOUT, SNAPSHOT_FORMAT,
 };
 pub use vmm::interrupt::{call_cancelled, set_interrupt_signal_offset, InterruptHandle};
-pub use vmm::{Doing, VmmError};
+pub use vmm::{prepare_vms, vm_factory_stats, Doing, MsrFilter, VmFactoryStats, VmmError};

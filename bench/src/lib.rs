@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cold;
 pub mod floor;
 
 use floor::{BareVm, FloorError, FloorHost};
@@ -41,7 +42,8 @@ pub struct Report {
     pub floor_call_us: f64,
     /// Bare KVM: dirty log plus copying back 4 dirtied pages.
     pub floor_restore_us: f64,
-    /// New VM, initialise the guest, first call of `add`.
+    /// New VM, initialise the guest, first call of `add`; each sandbox dropped right after it was
+    /// timed, so the next creation runs in the shadow of its teardown (nothing deferred).
     pub cold_start_us: f64,
     /// A new sandbox from the pool's copy-on-write template, no guest code run.
     pub sandbox_from_template_us: f64,
@@ -73,20 +75,67 @@ pub struct Report {
     pub ready_sandboxes_per_gib: Option<f64>,
     /// Private (unshared) process memory per ready sandbox, in KiB.
     pub private_kib_per_sandbox: Option<f64>,
+    /// Bare KVM: create a VM and run it to its first exit, each dropped right after it was timed
+    /// (the floor of `cold_start_us`'s method; `floor_cold_us` defers the teardowns).
+    pub floor_cold_not_deferred_us: f64,
+    /// As `cold_start_us`, with every teardown deferred until all samples were taken.
+    pub cold_start_deferred_us: f64,
+    /// As `cold_start_us` while another thread creates and drops VMs continuously.
+    pub cold_start_churn_us: f64,
+    /// As `floor_cold_not_deferred_us` under the same churn.
+    pub floor_cold_churn_us: f64,
+    /// The largest `cold_start_us` over the CPUs the process may run on, the measuring thread
+    /// pinned to each in turn.
+    pub cold_start_worst_cpu_us: f64,
+    /// The largest `floor_cold_not_deferred_us` over the same CPUs.
+    pub floor_cold_worst_cpu_us: f64,
+    /// `cold_start_us` per CPU (keys: CPU numbers).
+    pub cold_start_by_cpu_us: std::collections::BTreeMap<usize, f64>,
+    /// `floor_cold_not_deferred_us` per CPU.
+    pub floor_cold_by_cpu_us: std::collections::BTreeMap<usize, f64>,
+    /// The guest's init alone (`UninitSandbox::init`: its first entry, setup, export table).
+    pub init_us: f64,
+    /// From a snapshot file to the first `add`'s result with a new VM: load (read, check, map),
+    /// instantiate, call.
+    pub snapshot_start_us: f64,
+    /// `Template::load` of that file alone: read it, check its checksum and contents, map its
+    /// pages (the part of `snapshot_start_us` before the new VM).
+    pub snapshot_load_us: f64,
+    /// A new `glint run --snapshot FILE add 2 3` process, spawn to exit (`null` when the bench
+    /// does not know where the `glint` binary is).
+    pub process_snapshot_start_us: Option<f64>,
+    /// The same binary started as a new process that exits at once (`glint --version`), spawn to
+    /// exit: the floor of `process_snapshot_start_us` on this machine.
+    pub floor_process_us: Option<f64>,
+    /// Size of that snapshot file, in KiB (only non-zero pages are stored).
+    pub snapshot_file_kib: f64,
+    /// Sandboxes a second the pool creates while another thread creates and drops VMs, its worker
+    /// pinned to its worst CPU.
+    pub pool_refill_per_sec: f64,
+    /// `pool_refill_per_sec` per CPU.
+    pub pool_refill_by_cpu_per_sec: std::collections::BTreeMap<usize, f64>,
+    /// Warm call of `echo` with a 1 MiB byte string (`null` if the guest has no `echo`).
+    pub echo_1mib_us: Option<f64>,
+    /// Copying 1 MiB from one host buffer to another, in the same run.
+    pub memcpy_1mib_us: f64,
 }
 
 /// How long `run` spends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Samples per measurement.
     pub samples: usize,
     /// Ready sandboxes created for the density figure (0: skip).
     pub density_sandboxes: usize,
+    /// The `glint` binary, for `process_snapshot_start_us` (`None`: skip it).
+    pub glint_exe: Option<std::path::PathBuf>,
+    /// Sandboxes the pool fills per refill measurement.
+    pub refill_sandboxes: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { samples: 41, density_sandboxes: 200 }
+        Options { samples: 41, density_sandboxes: 200, glint_exe: None, refill_sandboxes: 64 }
     }
 }
 
@@ -174,15 +223,29 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
     })?;
 
     // Cold start and warm calls.
-    r.cold_start_us = timed_creation(n, || {
-        let mut sb = builder.build(image)?.init()?;
-        let add = sb.typed_fn::<(i32, i32), i32>("add")?;
-        add.call(&mut sb, (2, 3))?;
-        Ok(sb)
-    })?;
+    cold_starts(&mut r, &host, &builder, image, n, options)?;
     let mut sb = builder.build(image)?.init()?;
     let add = sb.typed_fn::<(i32, i32), i32>("add")?;
     r.warm_call_us = per_run(n, 50, || add.call(&mut sb, (2, 3)).map(drop).map_err(Error::from))?;
+    if has(&sb, "echo") {
+        // The argument borrowed: the host encodes it straight into guest memory.
+        let mib = vec![7u8; 1 << 20];
+        let echo = sb.typed_fn::<(&[u8],), Vec<u8>>("echo")?;
+        let mut back = Vec::new();
+        r.echo_1mib_us = Some(per_run(n, 4, || {
+            back = echo.call(&mut sb, (&mib[..],))?;
+            Ok(())
+        })?);
+        if back != mib {
+            return Err(Error::Unexpected("echo of 1 MiB returned something else".into()));
+        }
+        let mut dst = vec![0u8; 1 << 20];
+        r.memcpy_1mib_us = per_run(n, 20, || {
+            dst.copy_from_slice(std::hint::black_box(&mib));
+            std::hint::black_box(&mut dst);
+            Ok(())
+        })?;
+    }
     if has(&sb, "host_calls") {
         let hc = sb.typed_fn::<(u32,), u32>("host_calls")?;
         let zero = per_run(n, 10, || hc.call(&mut sb, (0,)).map(drop).map_err(Error::from))?;
@@ -252,6 +315,64 @@ pub fn run(image: &GuestImage, options: &Options) -> Result<Report, Error> {
         }
     }
     Ok(r)
+}
+
+/// The cold-start figures of issue 13, each beside its floor measured the same way.
+fn cold_starts(
+    r: &mut Report,
+    host: &FloorHost,
+    builder: &SandboxBuilder,
+    image: &GuestImage,
+    n: usize,
+    options: &Options,
+) -> Result<(), Error> {
+    use cold::{cold_start, on_cpu, timed_each, under_churn};
+    let floor = || BareVm::new(host, false).map_err(Error::from);
+    r.floor_cold_not_deferred_us = timed_each(n, floor)?;
+    r.cold_start_us = timed_each(n, || cold_start(builder, image))?;
+    r.cold_start_deferred_us = timed_creation(n, || cold_start(builder, image))?;
+    r.init_us = timed(n, || {
+        let uninit = builder.build(image)?;
+        let t = Instant::now();
+        let sb = uninit.init()?;
+        let took = t.elapsed();
+        drop(sb);
+        Ok(took)
+    })?;
+
+    ((r.cold_start_churn_us, r.floor_cold_churn_us), _) =
+        under_churn(host, || Ok((timed_each(n, || cold_start(builder, image))?, timed_each(n, floor)?)))?;
+
+    for cpu in cold::allowed_cpus()? {
+        let (glint, bare) = on_cpu(cpu, || Ok((timed_each(n, || cold_start(builder, image))?, timed_each(n, floor)?)))?;
+        r.cold_start_by_cpu_us.insert(cpu, glint);
+        r.floor_cold_by_cpu_us.insert(cpu, bare);
+    }
+    r.cold_start_worst_cpu_us = r.cold_start_by_cpu_us.values().copied().fold(f64::NAN, f64::max);
+    r.floor_cold_worst_cpu_us = r.floor_cold_by_cpu_us.values().copied().fold(f64::NAN, f64::max);
+
+    // Snapshot files, written with the builder `glint run` uses so the same file serves both.
+    let cli_builder = SandboxBuilder::new().unknown_imports_as_traps(true);
+    let template = glint::Template::new(&cli_builder, image)?;
+    let file = cold::SnapshotFile::save(&template)?;
+    r.snapshot_file_kib = std::fs::metadata(file.path()).map(|m| m.len() as f64 / 1024.0).unwrap_or(f64::NAN);
+    r.snapshot_start_us = timed_each(n, || cold::snapshot_start(file.path(), &cli_builder, image))?;
+    r.snapshot_load_us =
+        timed_each(n, || glint::Template::load(file.path(), &cli_builder, image).map_err(Error::from))?;
+    if let Some(exe) = &options.glint_exe {
+        r.process_snapshot_start_us = Some(timed(n.min(21), || cold::process_snapshot_start(exe, file.path()))?);
+        r.floor_process_us = Some(timed(n.min(21), || cold::process_floor(exe))?);
+    }
+
+    let count = options.refill_sandboxes.max(1);
+    for cpu in cold::allowed_cpus()? {
+        let rate = median(
+            (0..3).map(|_| cold::pool_refill_per_sec(host, &template, cpu, count)).collect::<Result<Vec<_>, _>>()?,
+        );
+        r.pool_refill_by_cpu_per_sec.insert(cpu, rate);
+    }
+    r.pool_refill_per_sec = r.pool_refill_by_cpu_per_sec.values().copied().fold(f64::NAN, f64::min);
+    Ok(())
 }
 
 /// Fresh calls per second with `threads` callers sharing `pool`, over `window`.
@@ -349,7 +470,49 @@ fn density(builder: &SandboxBuilder, image: &GuestImage, count: usize) -> Result
     Ok(Some(((1u64 << 30) as f64 / per.max(1.0), private / 1024.0)))
 }
 
+/// One target of issue 13, its limit computed from floors measured in the same run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The report key.
+    pub key: &'static str,
+    /// Its measured value.
+    pub value: f64,
+    /// `<=` or `>=`.
+    pub relation: &'static str,
+    /// The limit.
+    pub limit: f64,
+    /// Whether the value is within the limit.
+    pub met: bool,
+}
+
 impl Report {
+    /// The cold-start targets of issue 13, each against its limit from this run's floors.
+    pub fn cold_targets(&self) -> Vec<Target> {
+        let at_most = |key, value: f64, limit: f64| Target { key, value, relation: "<=", limit, met: value <= limit };
+        let cold_limit = 1.5 * self.floor_cold_us + self.init_us;
+        let mut v = vec![
+            at_most("cold_start_us", self.cold_start_us, cold_limit),
+            at_most("cold_start_churn_us", self.cold_start_churn_us, cold_limit),
+            at_most("cold_start_worst_cpu_us", self.cold_start_worst_cpu_us, cold_limit),
+            at_most("init_us", self.init_us, 2.0 * self.floor_call_us),
+            at_most("snapshot_start_us", self.snapshot_start_us, 1.2 * self.floor_cold_us + self.floor_call_us),
+        ];
+        if let Some(p) = self.process_snapshot_start_us {
+            v.push(at_most("process_snapshot_start_us", p, 3000.0));
+        }
+        v.push(Target {
+            key: "pool_refill_per_sec",
+            value: self.pool_refill_per_sec,
+            relation: ">=",
+            limit: 1000.0,
+            met: self.pool_refill_per_sec >= 1000.0,
+        });
+        if let Some(e) = self.echo_1mib_us {
+            v.push(at_most("echo_1mib_us", e, self.floor_call_us + 3.0 * self.memcpy_1mib_us));
+        }
+        v
+    }
+
     /// One JSON object, numbers in microseconds, `null` for what was skipped.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
@@ -379,6 +542,34 @@ impl Report {
             ("restore 256 pages, 64 MiB sandbox", self.restore_64mib_256_us, "", None),
             ("fresh call: take + add + give back", Some(self.fresh_call_us), "restore + call", Some(fresh_floor)),
             ("kill to return", self.kill_us, "round trip", Some(call)),
+            (
+                "cold start, teardown not deferred",
+                Some(self.cold_start_us),
+                "floor, same",
+                Some(self.floor_cold_not_deferred_us),
+            ),
+            (
+                "cold start, teardown deferred",
+                Some(self.cold_start_deferred_us),
+                "floor cold",
+                Some(self.floor_cold_us),
+            ),
+            (
+                "cold start under VM churn",
+                Some(self.cold_start_churn_us),
+                "floor churn",
+                Some(self.floor_cold_churn_us),
+            ),
+            (
+                "cold start, worst CPU",
+                Some(self.cold_start_worst_cpu_us),
+                "floor worst CPU",
+                Some(self.floor_cold_worst_cpu_us),
+            ),
+            ("guest init alone", Some(self.init_us), "round trip", Some(call)),
+            ("snapshot file to first result", Some(self.snapshot_start_us), "floor cold", Some(self.floor_cold_us)),
+            ("glint run --snapshot process", self.process_snapshot_start_us, "glint --version", self.floor_process_us),
+            ("echo 1 MiB", self.echo_1mib_us, "memcpy 1 MiB", Some(self.memcpy_1mib_us)),
         ];
         let _ = writeln!(out, "{:<42} {:>12} {:>16} {:>8}", "path", "median us", "vs", "ratio");
         for (name, v, vs, floor) in rows {
@@ -396,6 +587,23 @@ impl Report {
             self.fresh_calls_per_sec_2,
             self.fresh_calls_per_sec_2 / self.fresh_calls_per_sec_1
         );
+        let by_cpu = |m: &std::collections::BTreeMap<usize, f64>| {
+            m.iter().map(|(c, v)| format!("CPU {c}: {v:.0}")).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(out, "cold start by CPU (us): {}", by_cpu(&self.cold_start_by_cpu_us));
+        let _ = writeln!(out, "floor cold by CPU (us): {}", by_cpu(&self.floor_cold_by_cpu_us));
+        let _ = writeln!(
+            out,
+            "pool refill under churn: {:.0} sandboxes/s on its worst CPU ({})",
+            self.pool_refill_per_sec,
+            by_cpu(&self.pool_refill_by_cpu_per_sec)
+        );
+        let _ = writeln!(out, "snapshot file: {:.0} KiB", self.snapshot_file_kib);
+        let _ = writeln!(out, "targets (issue 13; limits from figures of this run):");
+        for t in self.cold_targets() {
+            let verdict = if t.met { "met" } else { "MISSED" };
+            let _ = writeln!(out, "  {:<28} {:>12.1} {} {:>10.1}  {verdict}", t.key, t.value, t.relation, t.limit);
+        }
         match (self.ready_sandboxes_per_gib, self.private_kib_per_sandbox) {
             (Some(g), Some(p)) => {
                 let _ = writeln!(out, "density: {g:.0} ready sandboxes per GiB; {p:.0} KiB private memory each");

@@ -44,6 +44,8 @@ enum Command {
     Push(cmd::push::Args),
     /// Fetch a guest image from an OCI registry, check its digest and signature, write it.
     Pull(cmd::pull::Args),
+    /// Initialise a guest once and save it to a snapshot file (`glint run --snapshot FILE`).
+    Snapshot(cmd::snapshot::Args),
     /// Measure cold start, calls, host calls, restore, fresh calls and kill next to a bare-KVM
     /// floor measured in the same run.
     Bench(cmd::bench::Args),
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => cmd::pull::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Policy(args) => cmd::policy::run(args),
+        Command::Snapshot(args) => cmd::snapshot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 use crate::host::HostCallError;
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::fmt::Display;
 use glint_abi::code::CallError;
@@ -63,7 +64,18 @@ pub trait Handler<Args>: 'static {
     /// The output buffer is reached only through `out`, after the function returned, because the
     /// function's own host calls use that buffer too.
     fn invoke(&self, args: Reader<'_>, argc: usize, out: &mut Output<'_>) -> Result<Result<(), Full>, ArgError>;
+    /// Decodes `argc` arguments into owned values and returns the call, to run once the
+    /// arguments' buffer is no longer borrowed: the dispatcher decodes straight from the input
+    /// buffer, which the function's own host calls make the host overwrite.
+    #[doc(hidden)]
+    fn prepare(f: &Rc<Self>, args: Reader<'_>, argc: usize) -> Result<Pending, ArgError>
+    where
+        Self: Sized;
 }
+
+/// A call whose arguments are decoded, waiting to run (see [`Handler::prepare`]).
+#[doc(hidden)]
+pub type Pending = Box<dyn FnOnce(&mut Output<'_>) -> Result<(), Full>>;
 
 /// Gives an encoder access to the output buffer (see [`Handler::invoke`]).
 pub type Output<'a> = dyn FnMut(&mut dyn FnMut(&mut SliceSink<'_>) -> Result<(), Full>) -> Result<(), Full> + 'a;
@@ -74,7 +86,7 @@ macro_rules! handler {
         where
             F: Fn($($a),*) -> R + 'static,
             R: IntoResult,
-            $($a: glint_abi::convert::FromWire,)*
+            $($a: glint_abi::convert::FromWire + 'static,)*
         {
             fn params() -> &'static [ValueType] {
                 <($($a,)*) as glint_abi::convert::ParamTypes>::TYPES
@@ -87,6 +99,15 @@ macro_rules! handler {
                 let ($($a,)*) = <($($a,)*)>::decode(args, argc)?;
                 let outcome = (self)($($a),*);
                 Ok(out(&mut |sink| outcome.write_outcome(sink)))
+            }
+            #[allow(non_snake_case, reason = "macro")]
+            fn prepare(f: &Rc<Self>, args: Reader<'_>, argc: usize) -> Result<Pending, ArgError> {
+                let ($($a,)*) = <($($a,)*)>::decode(args, argc)?;
+                let f = Rc::clone(f);
+                Ok(Box::new(move |out: &mut Output<'_>| {
+                    let outcome = (f)($($a),*);
+                    out(&mut |sink| outcome.write_outcome(sink))
+                }))
             }
         }
     };
@@ -101,7 +122,7 @@ handler!(A1, A2, A3, A4, A5, A6);
 handler!(A1, A2, A3, A4, A5, A6, A7);
 handler!(A1, A2, A3, A4, A5, A6, A7, A8);
 
-type Invoke = Box<dyn Fn(Reader<'_>, usize, &mut Output<'_>) -> Result<Result<(), Full>, ArgError>>;
+type Invoke = Box<dyn Fn(Reader<'_>, usize) -> Result<Pending, ArgError>>;
 
 struct Export {
     name: &'static str,
@@ -179,7 +200,10 @@ impl Registry {
             name,
             params: F::params(),
             result: F::result(),
-            invoke: Box::new(move |args, argc, out| f.invoke(args, argc, out)),
+            invoke: {
+                let f = Rc::new(f);
+                Box::new(move |args, argc| F::prepare(&f, args, argc))
+            },
         });
     }
 
@@ -206,21 +230,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Runs the call in `body`; its outcome goes to the output buffer through `out`.
-    pub(crate) fn dispatch(&self, body: &[u8], out: &mut Output<'_>) -> Result<(), Full> {
-        let bad = |msg: alloc::string::String, code: CallError| {
-            move |s: &mut SliceSink<'_>| wire::put_err(s, code.number(), msg.as_bytes())
+    /// Decodes the call in `body` (the input buffer's frame, borrowed only for this) into the
+    /// call to run; a malformed call becomes the error outcome to report.
+    pub(crate) fn prepare(&self, body: &[u8]) -> Pending {
+        let bad = |msg: alloc::string::String, code: CallError| -> Pending {
+            Box::new(move |out: &mut Output<'_>| out(&mut |s| wire::put_err(s, code.number(), msg.as_bytes())))
         };
         let (index, argc, args) = match wire::read_call_head(body) {
             Ok(head) => head,
-            Err(e) => return out(&mut bad(format!("malformed call: {e}"), CallError::BadArguments)),
+            Err(e) => return bad(format!("malformed call: {e}"), CallError::BadArguments),
         };
         let Some(export) = usize::try_from(index).ok().and_then(|i| self.exports.get(i)) else {
-            return out(&mut bad(format!("no exported function has index {index}"), CallError::NoSuchFunction));
+            return bad(format!("no exported function has index {index}"), CallError::NoSuchFunction);
         };
-        match (export.invoke)(args, argc, out) {
-            Ok(written) => written,
-            Err(e) => out(&mut bad(format!("`{}` {e}", export.name), CallError::BadArguments)),
+        match (export.invoke)(args, argc) {
+            Ok(pending) => pending,
+            Err(e) => bad(format!("`{}` {e}", export.name), CallError::BadArguments),
         }
     }
 }

@@ -77,7 +77,8 @@ mod imp {
         let b = boot();
         // SAFETY: as for `with_output`; the host writes the input buffer only while the guest is
         // stopped at a crossing, and no caller makes a crossing while it holds the slice (the
-        // dispatch loop copies the call out first; host calls read their response after theirs).
+        // dispatch loop decodes the arguments into owned values before the function runs; host
+        // calls read their response after theirs).
         let buf = unsafe { core::slice::from_raw_parts(b.input_addr as *const u8, b.input_size as usize) };
         f(buf)
     }

@@ -100,11 +100,12 @@ pub extern "C" fn start(boot_addr: u64) -> ! {
     io::cross(port::RETURN);
 
     loop {
-        // Copy the call out of the input buffer first: the function's host calls make the host
-        // overwrite that buffer, which must not happen under a live reference.
-        let call = io::with_input(|input| io::body(input).map(<[u8]>::to_vec));
+        // Decode the arguments straight from the input buffer into owned values, then run the
+        // function once that borrow has ended: its host calls make the host overwrite the buffer,
+        // which must not happen under a live reference.
+        let call = io::with_input(|input| io::body(input).map(|body| registry.prepare(body)));
         let written = match call {
-            Ok(body) => registry.dispatch(&body, &mut |encode| io::write_output(encode)),
+            Ok(pending) => pending(&mut |encode| io::write_output(encode)),
             Err(e) => {
                 let msg = alloc::format!("malformed call frame: {e}");
                 io::write_output(&mut |s| wire::put_err(s, CallError::BadArguments.number(), msg.as_bytes()))

@@ -78,6 +78,10 @@ struct Inner {
     pages: Vec<(u64, PagePerm)>,
     /// Set when the image was loaded through a [`TrustPolicy`].
     verification: Option<Verification>,
+    /// The bytes the image was loaded from (what a snapshot file embeds), and their SHA-256,
+    /// computed on first use.
+    source: Box<[u8]>,
+    sha256: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl fmt::Debug for Inner {
@@ -280,6 +284,18 @@ impl GuestImage {
     /// Whether the image was a PIE (ET_DYN), relocated to [`IMAGE_BASE`].
     pub fn is_position_independent(&self) -> bool {
         self.inner.pie
+    }
+
+    /// The SHA-256 of the bytes the image was loaded from (the whole file), as snapshot files
+    /// record it. Computed on first use.
+    pub fn sha256(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        *self.inner.sha256.get_or_init(|| sha2::Sha256::digest(&self.inner.source).into())
+    }
+
+    /// The bytes the image was loaded from.
+    pub(crate) fn source(&self) -> &[u8] {
+        &self.inner.source
     }
 
     /// Guest address and number of the program headers, when a segment loads them (as a
@@ -504,6 +520,8 @@ fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
         segments,
         pages,
         verification: None,
+        source: bytes.into(),
+        sha256: std::sync::OnceLock::new(),
     })
 }
 

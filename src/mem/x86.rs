@@ -240,6 +240,19 @@ pub(crate) fn page_map(layout: &Layout, image: &GuestImage) -> Vec<(u64, PageKin
     pages
 }
 
+/// Everything the host builds in the system region for `layout` and `image`: page tables, GDT,
+/// IDT, TSS and exception stubs, as (guest address, bytes) pieces. Written into every new
+/// sandbox; a snapshot file's pages are checked against it.
+pub(crate) fn system_pieces(layout: &Layout, image: &GuestImage) -> Vec<(u64, Vec<u8>)> {
+    let pages = page_map(layout, image);
+    let mut pieces = page_tables(layout, &pages);
+    pieces.push((GDT_ADDR, gdt()));
+    pieces.push((IDT_ADDR, idt()));
+    pieces.push((TSS_ADDR, tss()));
+    pieces.push((STUBS_ADDR, stubs()));
+    pieces
+}
+
 /// The four levels of page tables, as (guest address, bytes) pieces.
 pub(crate) fn page_tables(layout: &Layout, pages: &[(u64, PageKind)]) -> Vec<(u64, Vec<u8>)> {
     let table_flags = PTE_PRESENT | PTE_WRITE | PTE_USER | PTE_ACCESSED;

@@ -7,6 +7,7 @@ use crate::debug::core::{CoreDumpConfig, CoreDumpLimits};
 use crate::func::HostFunction;
 use crate::image::GuestImage;
 use crate::mem::MemoryConfig;
+use crate::vmm::MsrFilter;
 use crate::Error;
 use std::fmt;
 use std::marker::PhantomData;
@@ -39,6 +40,7 @@ impl<T> fmt::Debug for SandboxBuilder<T> {
             .field("call_timeout", &self.config.call_timeout)
             .field("limits", &self.config.limits)
             .field("host_fns", &self.config.host_fns)
+            .field("msr_filter", &self.config.msr_filter)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +126,13 @@ impl<T: Send + 'static> SandboxBuilder<T> {
     /// refused.
     pub fn unknown_imports_as_traps(mut self, allow: bool) -> Self {
         self.config.unknown_imports_as_traps = allow;
+        self
+    }
+
+    /// Whether each VM gets a deny-all KVM MSR filter (default [`MsrFilter::Off`]; see
+    /// [`MsrFilter`] for why glint's isolation does not depend on it, and what it costs).
+    pub fn msr_filter(mut self, filter: MsrFilter) -> Self {
+        self.config.msr_filter = filter;
         self
     }
 

@@ -4,6 +4,7 @@
 use super::stats::LogRecord;
 use crate::debug::core::CoreDumpConfig;
 use crate::func::host::HostFunctions;
+use crate::vmm::MsrFilter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub(crate) struct SandboxConfig<T> {
     pub(crate) limits: Limits,
     /// Imports with no registered host function are allowed: calling one fails as not found.
     pub(crate) unknown_imports_as_traps: bool,
+    /// The MSR filter each VM gets.
+    pub(crate) msr_filter: MsrFilter,
     /// Where faults write core files, if anywhere.
     pub(crate) core_dumps: Option<Arc<CoreDumpConfig>>,
 }
@@ -75,6 +78,7 @@ impl<T> Clone for SandboxConfig<T> {
             call_timeout: self.call_timeout,
             limits: self.limits,
             unknown_imports_as_traps: self.unknown_imports_as_traps,
+            msr_filter: self.msr_filter,
             core_dumps: self.core_dumps.clone(),
         }
     }
@@ -88,6 +92,7 @@ impl<T> Default for SandboxConfig<T> {
             call_timeout: Some(DEFAULT_CALL_TIMEOUT),
             limits: Limits::default(),
             unknown_imports_as_traps: false,
+            msr_filter: MsrFilter::Off,
             core_dumps: None,
         }
     }

@@ -33,12 +33,14 @@ pub(crate) struct Functions {
     pub(crate) exports: Vec<Export>,
     by_name: HashMap<String, u32>,
     pub(crate) imports: Vec<Import>,
+    /// The table as the guest wrote it (what a snapshot file stores).
+    pub(crate) table: Vec<u8>,
 }
 
 impl Functions {
     /// Decodes the function table in `body`.
     pub(crate) fn parse(body: &[u8]) -> Result<Functions, ProtocolError> {
-        let mut f = Functions::default();
+        let mut f = Functions { table: body.to_vec(), ..Functions::default() };
         let mut imported = HashMap::new();
         let parsed = wire::read_table(body, |direction, e| {
             // Names reach terminals and logs: refuse unprintable characters outright.

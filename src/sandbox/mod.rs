@@ -12,6 +12,7 @@ mod builder;
 mod config;
 mod core;
 mod debug;
+mod file;
 mod functions;
 #[cfg(feature = "async")]
 mod future;
@@ -28,6 +29,7 @@ mod tests;
 
 pub use builder::SandboxBuilder;
 pub use config::{Limits, LogOverflow, DEFAULT_CALL_TIMEOUT};
+pub use file::{MemorySizes, SnapshotFileError, SNAPSHOT_FORMAT};
 pub use functions::{Export, Import};
 #[cfg(feature = "async")]
 pub use future::{AsyncPool, CallFuture};

@@ -266,6 +266,17 @@ impl<T: Send + Default + 'static> SandboxPool<T> {
     }
 }
 
+impl<T: Send + Default + 'static> SandboxPool<T> {
+    /// A pool of sandboxes made from `template`, each with `T::default()` as its data (see
+    /// [`from_template_with`](Self::from_template_with)).
+    ///
+    /// # Errors
+    /// As [`from_template_with`](Self::from_template_with).
+    pub fn from_template(template: Template<T>, config: PoolConfig) -> Result<SandboxPool<T>, Error> {
+        SandboxPool::from_template_with(template, config, T::default)
+    }
+}
+
 impl<T: Send + 'static> SandboxPool<T> {
     /// As [`SandboxPool::new`], with `new_data` making each sandbox's data: for every sandbox
     /// created, and again whenever one is given back, so no checkout sees another's.
@@ -282,6 +293,23 @@ impl<T: Send + 'static> SandboxPool<T> {
             return Err(ConfigError::EmptyPool.into());
         }
         let template = Template::new_with(builder, image, new_data())?;
+        SandboxPool::from_template_with(template, config, new_data)
+    }
+
+    /// A pool of sandboxes made from `template` (for instance one [`Template::load`] read from
+    /// a snapshot file): no guest code runs; `new_data` makes each sandbox's data, as in
+    /// [`SandboxPool::with_data`].
+    ///
+    /// # Errors
+    /// [`ConfigError::EmptyPool`] for a zero `max_sandboxes`; failing to start the worker.
+    pub fn from_template_with(
+        template: Template<T>,
+        config: PoolConfig,
+        new_data: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Result<SandboxPool<T>, Error> {
+        if config.max_sandboxes == 0 {
+            return Err(ConfigError::EmptyPool.into());
+        }
         let inner = Arc::new(Inner {
             template,
             new_data: Arc::new(new_data),

@@ -71,7 +71,7 @@ impl<T: 'static> Sandbox<T> {
         }
         let result = sig.result;
         let name = export.name.clone();
-        let encode = |sink: &mut Vec<u8>| -> Result<(), Full> {
+        let encode = |sink: &mut super::run::ArgSink<'_>| -> Result<(), Full> {
             for a in args {
                 wire::put_value(sink, a.as_value_ref())?;
             }

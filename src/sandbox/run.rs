@@ -23,10 +23,20 @@ pub(crate) enum HostFailure {
     NotFound { name: String },
 }
 
-/// What a completed call left in the output buffer.
+/// What a completed call leaves besides its result (which stays in the output buffer until it
+/// is decoded from there).
 pub(crate) struct CallOutput {
-    pub(crate) body: Vec<u8>,
     pub(crate) host_failure: Option<HostFailure>,
+}
+
+/// A sink over any other sink, so one encoder can fill guest memory in place or, to size a frame
+/// that did not fit, a vector.
+pub(crate) struct ArgSink<'a>(&'a mut dyn Sink);
+
+impl Sink for ArgSink<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        self.0.put(bytes)
+    }
 }
 
 /// Copies the frame in the output buffer out of guest memory, once, checked against the buffer's
@@ -41,49 +51,82 @@ fn read_output(memory: &impl GuestMemory, layout: &Layout, message: Message) -> 
     Ok(body)
 }
 
+/// A call's result as decoded straight from the output buffer.
+enum Decoded<R> {
+    Value(R),
+    WrongType(ValueType),
+    Err { code: u32, message: String },
+    Malformed(glint_abi::wire::DecodeError),
+}
+
+/// Decodes the result frame at the start of `buf` (the whole output buffer) without copying
+/// it first: the vCPU is stopped, so every byte read is read once and cannot change meanwhile.
+fn decode_result<R>(buf: &[u8], result: ValueType, convert: impl FnOnce(ValueRef<'_>) -> Option<R>) -> Decoded<R> {
+    let Some((prefix, rest)) = buf.split_first_chunk::<{ wire::LEN_PREFIX }>() else {
+        return Decoded::Malformed(glint_abi::wire::DecodeError::Truncated);
+    };
+    let body = match wire::frame_len(*prefix, buf.len()).map(|len| rest.get(..len)) {
+        Ok(Some(body)) => body,
+        Ok(None) => return Decoded::Malformed(glint_abi::wire::DecodeError::Truncated),
+        Err(e) => return Decoded::Malformed(e),
+    };
+    match wire::read_outcome(body) {
+        Err(e) => Decoded::Malformed(e),
+        Ok(wire::Outcome::Ok(v)) if v.ty() == result => match convert(v) {
+            Some(r) => Decoded::Value(r),
+            None => Decoded::WrongType(v.ty()),
+        },
+        Ok(wire::Outcome::Ok(v)) => Decoded::WrongType(v.ty()),
+        Ok(wire::Outcome::Err { code, message }) => Decoded::Err { code, message: sanitize(message) },
+    }
+}
+
 impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
-    /// One guest call: encode, enter, serve host calls, decode.
+    /// One guest call: encode the arguments straight into the input buffer, enter, serve host
+    /// calls, decode the result straight from the output buffer. `encode` may run twice: the
+    /// second time only to size a call that did not fit.
     pub(super) fn call<R>(
         &mut self,
         index: u32,
         name: &str,
         argc: usize,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Full>,
+        encode: impl Fn(&mut ArgSink<'_>) -> Result<(), Full>,
         result: ValueType,
         convert: impl FnOnce(ValueRef<'_>) -> Option<R>,
     ) -> Result<R, Error> {
         let _span = tracing::info_span!("guest_call", function = name).entered();
         self.check_not_poisoned()?;
-        let frame = wire::frame_vec(|v| {
-            wire::put_call_head(v, index, argc)?;
-            encode(v)
-        });
-        let too_large = |size| Error::ArgumentsTooLarge { name: name.to_owned(), size, limit: self.layout.input_size };
-        let frame = frame.map_err(|_| too_large(usize::MAX))?;
-        if frame.len() as u64 > self.layout.input_size {
-            return Err(too_large(frame.len()));
+        let layout = self.layout;
+        let capacity = usize::try_from(layout.input_size).unwrap_or(usize::MAX);
+        let written = self.memory.write_with(layout.input_addr, capacity, |buf| {
+            let r = wire::write_frame(buf, |s| {
+                wire::put_call_head(s, index, argc)?;
+                encode(&mut ArgSink(s))
+            });
+            (r.unwrap_or(0), r)
+        })?;
+        if written.is_err() {
+            let size = wire::frame_vec(|v| {
+                wire::put_call_head(v, index, argc)?;
+                encode(&mut ArgSink(v))
+            })
+            .map_or(usize::MAX, |f| f.len());
+            return Err(Error::ArgumentsTooLarge { name: name.to_owned(), size, limit: layout.input_size });
         }
-        self.memory.write(self.layout.input_addr, &frame)?;
         let outcome = self.run_call(name)?;
-        let decoded = match wire::read_outcome(&outcome.body) {
-            Ok(d) => d,
-            Err(source) => {
-                return Err(self.poison(ProtocolError::Malformed { message: Message::CallResult, source }.into()))
-            }
-        };
+        let output = usize::try_from(layout.output_size).unwrap_or(usize::MAX);
+        let decoded = self.memory.read_with(layout.output_addr, output, |buf| decode_result(buf, result, convert))?;
         let function = || name.to_owned();
         match decoded {
-            wire::Outcome::Ok(v) if v.ty() == result => match convert(v) {
-                Some(r) => Ok(r),
-                None => Err(self.poison(
-                    ProtocolError::WrongResultType { function: function(), declared: result, actual: v.ty() }.into(),
-                )),
-            },
-            wire::Outcome::Ok(v) => Err(self.poison(
-                ProtocolError::WrongResultType { function: function(), declared: result, actual: v.ty() }.into(),
-            )),
-            wire::Outcome::Err { code, message } => {
-                let message = sanitize(message);
+            Decoded::Value(r) => Ok(r),
+            Decoded::Malformed(source) => {
+                Err(self.poison(ProtocolError::Malformed { message: Message::CallResult, source }.into()))
+            }
+            Decoded::WrongType(actual) => {
+                Err(self
+                    .poison(ProtocolError::WrongResultType { function: function(), declared: result, actual }.into()))
+            }
+            Decoded::Err { code, message } => {
                 Err(match (CallError::from_number(code), outcome.host_failure) {
                     (Some(CallError::HostCallFailed), Some(HostFailure::Failed { name, source })) => {
                         Error::HostFunction { name, source }
@@ -107,7 +150,8 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
 
     /// Runs until the guest returns (initialisation).
     pub(super) fn run_to_return(&mut self) -> Result<Vec<u8>, Error> {
-        self.run_call("<init>").map(|o| o.body)
+        self.run_call("<init>")?;
+        read_output(&self.memory, &self.layout, Message::CallResult).map_err(|e| self.poison(e))
     }
 
     /// Runs one call to completion; on failure the sandbox is poisoned.
@@ -156,15 +200,9 @@ impl<T: 'static, V: Vcpu, M: GuestMemory> Core<T, V, M> {
                 Exit::Interrupted => self.vcpu.clear_immediate_exit(),
                 Exit::Out { port: p, size: 1, value } => match p {
                     port::RETURN => {
-                        let body = read_output(&self.memory, &self.layout, Message::CallResult)?;
-                        tracing::trace!(
-                            function = name,
-                            exits = self.stats.exits,
-                            bytes = body.len(),
-                            "guest returned"
-                        );
+                        tracing::trace!(function = name, exits = self.stats.exits, "guest returned");
                         self.at_return = true;
-                        return Ok(CallOutput { body, host_failure });
+                        return Ok(CallOutput { host_failure });
                     }
                     port::HOST_CALL => {
                         self.stats.host_calls += 1;

@@ -4,12 +4,16 @@
 
 use super::config::SandboxConfig;
 use super::core::Core;
+use super::file::{self, Loaded, SnapshotFileError};
 use super::functions::Functions;
 use super::{Sandbox, SandboxBuilder, Snapshot};
 use crate::image::GuestImage;
+use crate::mem::layout::Layout;
 use crate::mem::shared::SharedMemory;
+use crate::mem::MemoryConfig;
 use crate::vmm::{self, Restore, Vcpu};
 use crate::Error;
+use std::path::Path;
 use std::sync::Arc;
 
 /// An initialised guest captured once: sandboxes made from it start in its state without running
@@ -21,6 +25,18 @@ pub struct Template<T = ()> {
     snapshot: Snapshot,
     memory: Arc<SharedMemory>,
     functions: Arc<Functions>,
+}
+
+impl<T> Clone for Template<T> {
+    fn clone(&self) -> Self {
+        Template {
+            image: self.image.clone(),
+            config: self.config.clone(),
+            snapshot: self.snapshot.clone(),
+            memory: Arc::clone(&self.memory),
+            functions: Arc::clone(&self.functions),
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for Template<T> {
@@ -67,7 +83,7 @@ impl<T: Send + 'static> Template<T> {
     pub fn instantiate_with(&self, data: T) -> Result<Sandbox<T>, Error> {
         let _span = tracing::info_span!("sandbox_from_template", image = self.image.id()).entered();
         let layout = *self.snapshot.layout();
-        let (mut vcpu, memory) = vmm::create(layout.memory_size, Some(&self.memory))?;
+        let (mut vcpu, memory) = vmm::create(layout.memory_size, Some(&self.memory), self.config.msr_filter)?;
         vcpu.restore(self.snapshot.vcpu(), Restore::Full)?;
         vcpu.warm_up()?;
         let core = Core::new(
@@ -91,6 +107,79 @@ impl<T: Send + 'static> Template<T> {
         T: Default,
     {
         self.instantiate_with(T::default())
+    }
+
+    /// Saves the template to a snapshot file at `path` (replacing it atomically), which
+    /// [`Template::load`] turns back into a template in this or another process without running
+    /// the guest. The file holds the non-zero pages, the vCPU state, the guest's function table,
+    /// the image itself and its SHA-256, the ABI and glint versions and the memory layout, under
+    /// a checksum (the format: docs/SNAPSHOT-FORMAT.md).
+    ///
+    /// # Errors
+    /// [`SnapshotFileError::Io`] when the file cannot be written.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let _span = tracing::info_span!("template_save", path = %path.as_ref().display()).entered();
+        file::save(path.as_ref(), &self.image, &self.snapshot, &self.functions)
+    }
+
+    /// Loads a template saved by [`save`](Self::save) for `image`, with `builder`'s configuration
+    /// (host functions, limits, deadline, MSR filter). The memory pages are mapped copy-on-write
+    /// from the file, so every process that loads it shares its page cache. No guest code runs.
+    ///
+    /// # Errors
+    /// [`SnapshotFileError`] (in [`Error::SnapshotFile`]) for a file that cannot be read, is
+    /// truncated, damaged or modified (checksum), of another snapshot format, glint or ABI
+    /// version, of another image than `image` or of another memory layout than `builder` makes,
+    /// or that holds a state glint would not run; [`Error::Imports`] if the guest imports what
+    /// `builder` does not provide.
+    pub fn load(path: impl AsRef<Path>, builder: &SandboxBuilder<T>, image: &GuestImage) -> Result<Template<T>, Error> {
+        let _span = tracing::info_span!("template_load", path = %path.as_ref().display()).entered();
+        let loaded = file::load(path.as_ref())?;
+        let expected = Layout::new(&builder.memory, image)?;
+        Template::from_loaded(loaded, builder, image.clone(), &expected)
+    }
+
+    /// As [`load`](Self::load) with the image the file embeds (checked like any image, and
+    /// against the digest the file records) and the memory sizes the file was taken with:
+    /// `builder`'s memory sizes are not used. What `glint run --snapshot` does.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), and [`Error::Image`] if the embedded image is refused.
+    pub fn load_with_embedded_image(path: impl AsRef<Path>, builder: &SandboxBuilder<T>) -> Result<Template<T>, Error> {
+        let _span = tracing::info_span!("template_load", path = %path.as_ref().display()).entered();
+        let loaded = file::load(path.as_ref())?;
+        let image = GuestImage::from_bytes(&loaded.image)?;
+        let l = &loaded.layout;
+        let sizes = MemoryConfig {
+            memory_size: l.memory_size,
+            input_size: l.input_size,
+            output_size: l.output_size,
+            stack_size: l.stack_size,
+        };
+        let expected = Layout::new(&sizes, &image)?;
+        Template::from_loaded(loaded, builder, image, &expected)
+    }
+
+    fn from_loaded(
+        mut loaded: Loaded,
+        builder: &SandboxBuilder<T>,
+        image: GuestImage,
+        expected: &Layout,
+    ) -> Result<Template<T>, Error> {
+        loaded.check(&image, expected)?;
+        let functions = Functions::parse(&loaded.table)
+            .map_err(|_| SnapshotFileError::Malformed { path: loaded.path.clone(), what: "function table" })?;
+        functions
+            .check_imports(&builder.config.host_fns, builder.config.unknown_imports_as_traps)
+            .map_err(Error::Imports)?;
+        let memory = Arc::new(loaded.memory);
+        let snapshot = Snapshot::from_file(image.id(), loaded.layout, Arc::clone(&memory), loaded.nonzero, loaded.vcpu);
+        Ok(Template { image, config: builder.config.clone(), snapshot, memory, functions: Arc::new(functions) })
+    }
+
+    /// The functions the guest exports.
+    pub fn exports(&self) -> &[super::Export] {
+        &self.functions.exports
     }
 
     /// The image.

@@ -5,7 +5,7 @@ use super::core::Core;
 use super::functions::Functions;
 use super::Sandbox;
 use crate::image::GuestImage;
-use crate::mem::layout::{Layout, GDT_ADDR, IDT_ADDR, STUBS_ADDR, TSS_ADDR};
+use crate::mem::layout::Layout;
 use crate::mem::{x86, MemoryConfig};
 use crate::vmm::interrupt::InterruptHandle;
 use crate::vmm::{self, GuestMemory, Vcpu};
@@ -33,21 +33,16 @@ impl<T: Send + 'static> UninitSandbox<T> {
     ) -> Result<Self, Error> {
         let layout = Layout::new(memory, &image)?;
         let _span = tracing::info_span!("sandbox_create", image = image.id(), memory = layout.memory_size).entered();
-        let (mut vcpu, mut mem) = vmm::create(layout.memory_size, None)?;
-        let pages = x86::page_map(&layout, &image);
-        for (addr, bytes) in x86::page_tables(&layout, &pages) {
+        let (mut vcpu, mut mem) = vmm::create(layout.memory_size, None, config.msr_filter)?;
+        for (addr, bytes) in x86::system_pieces(&layout, &image) {
             mem.write(addr, &bytes)?;
         }
-        mem.write(GDT_ADDR, &x86::gdt())?;
-        mem.write(IDT_ADDR, &x86::idt())?;
-        mem.write(TSS_ADDR, &x86::tss())?;
-        mem.write(STUBS_ADDR, &x86::stubs())?;
         mem.write(BOOT_INFO_ADDR, &layout.boot_info().to_bytes())?;
         for seg in image.segments() {
             mem.write(seg.addr, &seg.data)?;
         }
         vcpu.enter_long_mode(image.entry(), layout.stack_top(), BOOT_INFO_ADDR)?;
-        tracing::trace!(?layout, pages = pages.len(), "partition ready");
+        tracing::trace!(?layout, "partition ready");
         Ok(UninitSandbox { core: Core::new((vcpu, mem), layout, image, config, data, None, 0)? })
     }
 

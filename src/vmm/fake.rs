@@ -90,6 +90,21 @@ impl GuestMemory for FakeMemory {
         Ok(())
     }
 
+    fn write_with<R>(&mut self, addr: u64, len: usize, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Result<R, VmmError> {
+        let mut s = self.shared.borrow_mut();
+        let dst = s.bytes.get_mut(addr as usize..addr as usize + len).ok_or(VmmError::GuestMemory { addr, len })?;
+        let (written, r) = f(dst);
+        drop(s);
+        mark(&mut self.host_dirty, addr, written.min(len));
+        Ok(r)
+    }
+
+    fn read_with<R>(&self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, VmmError> {
+        let s = self.shared.borrow();
+        let src = s.bytes.get(addr as usize..addr as usize + len).ok_or(VmmError::GuestMemory { addr, len })?;
+        Ok(f(src))
+    }
+
     fn write_untracked(&mut self, addr: u64, bytes: &[u8]) -> Result<(), VmmError> {
         let mut s = self.shared.borrow_mut();
         let dst = s

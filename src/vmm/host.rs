@@ -17,20 +17,21 @@ pub(crate) struct Host {
     pub(crate) msrs: Vec<u32>,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is offered.
     pub(crate) manual_dirty_protect: bool,
+    /// KVM_CAP_X86_MSR_FILTER is offered (needed only for `MsrFilter::DenyAll`).
+    pub(crate) msr_filter: bool,
 }
 
 /// MSRs saved in snapshots and reset by restore. A CPL3 guest cannot write any MSR (`wrmsr`
-/// faults, and the MSR filter denies whatever might reach KVM), so this is defence in depth:
+/// faults before any VM exit, see docs/SECURITY.md), so this is defence in depth:
 /// SYSENTER_CS/ESP/EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX.
 const SAVED_MSRS: [u32; 10] =
     [0x174, 0x175, 0x176, 0x277, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103];
 
 /// Capabilities glint cannot work without.
-const REQUIRED: [(Cap, &str); 8] = [
+const REQUIRED: [(Cap, &str); 7] = [
     (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
     (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
     (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
-    (Cap::X86MsrFilter, "KVM_CAP_X86_MSR_FILTER"),
     (Cap::Xsave, "KVM_CAP_XSAVE"),
     (Cap::Xcrs, "KVM_CAP_XCRS"),
     (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
@@ -68,7 +69,8 @@ fn probe() -> Result<Host, VmmError> {
     let msrs = SAVED_MSRS.iter().copied().filter(|m| supported.as_slice().contains(m)).collect();
     let manual_dirty_protect =
         kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)) & 1 != 0;
-    Ok(Host { kvm, cpuid, msrs, manual_dirty_protect })
+    let msr_filter = kvm.check_extension(Cap::X86MsrFilter);
+    Ok(Host { kvm, cpuid, msrs, manual_dirty_protect, msr_filter })
 }
 
 /// Clears VMX and SVM from the CPUID the guest sees, so it cannot try nested virtualisation.

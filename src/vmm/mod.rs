@@ -5,9 +5,11 @@
 #![allow(unsafe_code, reason = "the memory slot; each block argues its safety")]
 
 mod error;
+pub(crate) mod factory;
 mod host;
 pub(crate) mod interrupt;
 mod memory;
+mod persist;
 mod selectors;
 mod vcpu;
 
@@ -15,7 +17,9 @@ mod vcpu;
 pub(crate) mod fake;
 
 pub use error::{Doing, VmmError};
+pub use factory::{prepare_vms, vm_factory_stats, VmFactoryStats};
 pub(crate) use memory::KvmMemory;
+pub(crate) use persist::StateError;
 pub(crate) use vcpu::KvmVcpu;
 
 use crate::mem::shared::SharedMemory;
@@ -23,11 +27,64 @@ use kvm_bindings::{
     kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave,
 };
 use kvm_bindings::{kvm_enable_cap, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE};
-use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg};
+use kvm_ioctls::SyncReg;
 use selectors::Selectors;
 use std::sync::Arc;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap};
+
+/// Maps each run of a packed file's pages copy-on-write over the (zero) mapping `mem`.
+fn map_runs(mem: &GuestMemoryMmap, shared: &SharedMemory, len: usize) -> Result<(), VmmError> {
+    use std::os::fd::AsRawFd;
+    let base = mem.get_host_address(GuestAddress(0)).map_err(|_| VmmError::GuestMemory { addr: 0, len })?;
+    for run in shared.runs().unwrap_or_default() {
+        let at = run.page * glint_abi::layout::PAGE_SIZE;
+        let bytes = run.pages * glint_abi::layout::PAGE_SIZE;
+        let (Ok(start), Ok(n), Ok(offset)) =
+            (usize::try_from(at), usize::try_from(bytes), libc::off_t::try_from(run.offset))
+        else {
+            return Err(VmmError::GuestMemory { addr: at, len: usize::MAX });
+        };
+        if start.checked_add(n).is_none_or(|end| end > len) {
+            return Err(VmmError::GuestMemory { addr: at, len: n });
+        }
+        // SAFETY: `start..start + n` lies inside the `len`-byte private anonymous mapping that
+        // `mem` owns and that nothing uses yet (no VM slot points at it, no slice of it exists);
+        // MAP_FIXED replaces exactly those pages with a private (copy-on-write) mapping of the
+        // file, which `mem`'s munmap of the whole range removes with the rest. The file offset
+        // is page-aligned (the format puts page data on page boundaries).
+        let p = unsafe {
+            libc::mmap(
+                base.add(start).cast(),
+                n,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                shared.file().as_raw_fd(),
+                offset,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(VmmError::last_os("mmap", Doing::MappingMemory));
+        }
+    }
+    // The pinned pages (the host-owned ones, checked at load) come from their private copies,
+    // never from the file: a file changed in place cannot change them.
+    for (page, bytes) in shared.pinned() {
+        let at = page * glint_abi::layout::PAGE_SIZE;
+        let Ok(start) = usize::try_from(at) else {
+            return Err(VmmError::GuestMemory { addr: at, len: bytes.len() });
+        };
+        if start.checked_add(bytes.len()).is_none_or(|end| end > len) {
+            return Err(VmmError::GuestMemory { addr: at, len: bytes.len() });
+        }
+        // SAFETY: `start..start + bytes.len()` lies inside the `len`-byte mapping `mem` owns,
+        // which nothing uses yet (no VM slot points at it, no slice of it exists); `bytes` is a
+        // separate heap allocation, so the ranges do not overlap. The write makes the private
+        // mapping copy the page, which then no longer reads through to the file.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(start), bytes.len()) };
+    }
+    Ok(())
+}
 
 /// How the guest left the vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +109,26 @@ pub(crate) enum Exit {
     Other(&'static str),
 }
 
+/// Whether a sandbox's VM gets a KVM MSR filter that denies every MSR access reaching KVM.
+///
+/// A guest cannot reach KVM's MSR emulation without the filter either: glint's guests run at
+/// CPL3, where `rdmsr` and `wrmsr` raise #GP before any VM exit on VMX, SVM and kvm_pvm, and the
+/// only CPL0 code is glint's own exception stubs, which execute no MSR instruction (the argument
+/// in full is docs/SECURITY.md, section 2). The filter is a second layer for the case that
+/// argument ever fails. Installing it ends in the kernel's `synchronize_srcu`, which can sleep
+/// for milliseconds (15 ms measured on a CPU that just tore a VM down), so filtered VMs are made
+/// ahead of demand by a process-wide factory (a few threads started on first use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MsrFilter {
+    /// No filter (the default): creation never waits on the kernel.
+    #[default]
+    Off,
+    /// A deny-all `KVM_X86_SET_MSR_FILTER`; VMs come from the factory when it has one ready.
+    /// Needs `KVM_CAP_X86_MSR_FILTER`.
+    DenyAll,
+}
+
 /// Which vCPU state a restore must put back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Restore {
@@ -72,6 +149,14 @@ pub(crate) trait GuestMemory {
     /// Copies `bytes` into guest memory without marking the pages written (restore writes back
     /// what a snapshot holds).
     fn write_untracked(&mut self, addr: u64, bytes: &[u8]) -> Result<(), VmmError>;
+    /// Lends `len` bytes of guest memory at `addr` to `f` as a host slice, to encode into in
+    /// place; `f` returns how many bytes from the start it wrote, and those pages are remembered
+    /// as written. For the host's own writes between runs only: the vCPU is stopped while the
+    /// sandbox holds `&mut self`, and the slice cannot outlive `f`.
+    fn write_with<R>(&mut self, addr: u64, len: usize, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Result<R, VmmError>;
+    /// Lends `len` bytes of guest memory at `addr` to `f` as a host slice, to decode from in
+    /// place (the vCPU is stopped, so the bytes cannot change while `f` reads them).
+    fn read_with<R>(&self, addr: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, VmmError>;
     /// The pages written since the last call, by the guest or by the host, as a bitmap of 64-page
     /// words; the guest's pages are write-protected again so the next writes are seen.
     fn take_dirty(&mut self) -> Result<Vec<u64>, VmmError>;
@@ -123,10 +208,14 @@ impl std::fmt::Debug for VcpuState {
 }
 
 /// Creates a VM with `size` bytes of guest memory at address 0 (zeroed, or a private
-/// copy-on-write mapping of `shared`) and its one vCPU.
-pub(crate) fn create(size: u64, shared: Option<&SharedMemory>) -> Result<(KvmVcpu, KvmMemory), VmmError> {
+/// copy-on-write mapping of `shared`), the MSR filter `filter` asks for, and its one vCPU.
+pub(crate) fn create(
+    size: u64,
+    shared: Option<&SharedMemory>,
+    filter: MsrFilter,
+) -> Result<(KvmVcpu, KvmMemory), VmmError> {
     let host = host::host()?;
-    let vm = host.kvm.create_vm().map_err(VmmError::ioctl("KVM_CREATE_VM", Doing::CreatingVm))?;
+    let factory::Prepared { vm, .. } = factory::take(filter)?;
     let len = usize::try_from(size).map_err(|_| VmmError::GuestMemory { addr: 0, len: usize::MAX })?;
     let no_memory = || VmmError::System {
         call: "mmap",
@@ -135,6 +224,11 @@ pub(crate) fn create(size: u64, shared: Option<&SharedMemory>) -> Result<(KvmVcp
     };
     let mem = match shared {
         None => GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)]).map_err(|_| no_memory())?,
+        Some(shared) if shared.runs().is_some() => {
+            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), len)]).map_err(|_| no_memory())?;
+            map_runs(&mem, shared, len)?;
+            mem
+        }
         Some(shared) => {
             let region = MmapRegionBuilder::new(len)
                 .with_file_offset(FileOffset::from_arc(Arc::clone(shared.file()), 0))
@@ -159,17 +253,6 @@ pub(crate) fn create(size: u64, shared: Option<&SharedMemory>) -> Result<(KvmVcp
     // sees freed memory; slot 0 is not used by anything else in this VM.
     unsafe { vm.set_user_memory_region(region) }
         .map_err(VmmError::ioctl("KVM_SET_USER_MEMORY_REGION", Doing::MappingMemory))?;
-    // Deny every MSR access that reaches KVM. The one explicit range is required (KVM refuses a
-    // deny-all filter without ranges) and denies MSR 0 too.
-    let deny = [0u8; 1];
-    let range = MsrFilterRange {
-        flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
-        base: 0,
-        msr_count: 1,
-        bitmap: &deny,
-    };
-    vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range])
-        .map_err(VmmError::ioctl("KVM_X86_SET_MSR_FILTER", Doing::CreatingVm))?;
     let mut fd = vm.create_vcpu(0).map_err(VmmError::ioctl("KVM_CREATE_VCPU", Doing::CreatingVcpu))?;
     fd.set_cpuid2(&host.cpuid).map_err(VmmError::ioctl("KVM_SET_CPUID2", Doing::CreatingVcpu))?;
     // Every exit reports regs and sregs in the kvm_run page: faults and restores read them there

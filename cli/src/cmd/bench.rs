@@ -26,7 +26,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if !a.json {
         eprintln!("glint: measuring {} (about half a minute)...", a.guest.display());
     }
-    let report = glint_bench::run(&image, &glint_bench::Options::default())?;
+    let options = glint_bench::Options { glint_exe: std::env::current_exe().ok(), ..Default::default() };
+    let report = glint_bench::run(&image, &options)?;
     let http = if a.http {
         if !a.json {
             eprintln!("glint: measuring glint serve on loopback...");

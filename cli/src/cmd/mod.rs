@@ -8,6 +8,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 pub mod serve;
+pub mod snapshot;
 pub mod verify;
 
 use crate::failure::Failure;

@@ -1,24 +1,31 @@
-//! `glint run <GUEST> <FUNCTION> [ARG...]`
+//! `glint run <GUEST> <FUNCTION> [ARG...]`, `glint run --snapshot FILE <FUNCTION> [ARG...]`
 
 use super::SandboxOptions;
 use crate::failure::Failure;
 use crate::trust::TrustArgs;
 use crate::values;
-use glint::Error;
+use glint::{Error, Template};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Arguments are parsed by the function's declared parameter types: integers and floats in
 /// decimal, bool as true/false, String as given, `Vec<u8>` as hex (e.g. 0a0bff). `--` ends options.
+/// With `--snapshot FILE` no GUEST is given: `glint run --snapshot FILE <FUNCTION> [ARG...]`
+/// starts from the file (written by `glint snapshot`) without running the guest's init.
 #[derive(Debug, clap::Args)]
 #[command(allow_negative_numbers = true)]
 pub struct Args {
-    /// The guest image (a static x86-64 ELF built with glint-guest).
-    pub guest: PathBuf,
+    /// The guest image (a static x86-64 ELF built with glint-guest); absent with --snapshot.
+    #[arg(value_name = "GUEST")]
+    pub guest: Option<PathBuf>,
     /// The exported function to call.
-    pub function: String,
+    #[arg(value_name = "FUNCTION")]
+    pub function: Option<String>,
     /// Its arguments, one per parameter.
     pub args: Vec<String>,
+    /// Start from this snapshot file instead of a guest image (its memory sizes are the file's).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
     #[command(flatten)]
@@ -42,45 +49,69 @@ struct Output<'a> {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let image = a.trust.load(&a.guest)?;
-    let mut builder = a.sandbox.builder()?;
-    let uninit = match a.gdb {
-        None => builder.build(&image)?,
-        Some(addr) => {
-            let server = glint::GdbServer::bind(addr)?;
-            if a.sandbox.timeout_ms.is_none() {
-                builder = builder.call_timeout(None);
+    let (mut sandbox, function, args) = match (&a.snapshot, a.guest, a.function) {
+        (Some(file), Some(first), rest) => {
+            // With --snapshot the first positional is the function.
+            let function = first.to_string_lossy().into_owned();
+            if a.sandbox.memory_mib.is_some() {
+                return Err(Failure::usage("--memory-mib cannot be used with --snapshot: the file fixes the memory"));
             }
-            let mut uninit = builder.build(&image)?;
-            eprintln!("note: waiting for gdb on {} (gdb -ex 'target remote {0}' GUEST)", server.local_addr()?);
-            uninit.attach_gdb(server)?;
-            uninit
+            if !a.trust.is_empty() {
+                return Err(Failure::usage(
+                    "--snapshot cannot be combined with trust options: a snapshot file is not a signed image",
+                ));
+            }
+            if a.gdb.is_some() {
+                return Err(Failure::usage("--gdb cannot be used with --snapshot: the guest has already started"));
+            }
+            let template = Template::load_with_embedded_image(file, &a.sandbox.builder()?)?;
+            let args: Vec<String> = rest.into_iter().chain(a.args).collect();
+            (template.instantiate()?, function, args)
         }
+        (Some(_), None, _) => return Err(Failure::usage("missing <FUNCTION> (see `glint run --help`)")),
+        (None, Some(guest), Some(function)) => {
+            let image = a.trust.load(&guest)?;
+            let mut builder = a.sandbox.builder()?;
+            let uninit = match a.gdb {
+                None => builder.build(&image)?,
+                Some(addr) => {
+                    let server = glint::GdbServer::bind(addr)?;
+                    if a.sandbox.timeout_ms.is_none() {
+                        builder = builder.call_timeout(None);
+                    }
+                    let mut uninit = builder.build(&image)?;
+                    eprintln!("note: waiting for gdb on {} (gdb -ex 'target remote {0}' GUEST)", server.local_addr()?);
+                    uninit.attach_gdb(server)?;
+                    uninit
+                }
+            };
+            (uninit.init()?, function, a.args)
+        }
+        (None, _, _) => return Err(Failure::usage("missing <GUEST> or <FUNCTION> (see `glint run --help`)")),
     };
-    let mut sandbox = uninit.init()?;
     super::note_unprovided_imports(&sandbox);
     let sig = sandbox
-        .signature(&a.function)
+        .signature(&function)
         .cloned()
-        .ok_or_else(|| Failure::from(Error::NoSuchFunction { name: a.function.clone() }))?;
-    if a.args.len() != sig.params.len() {
+        .ok_or_else(|| Failure::from(Error::NoSuchFunction { name: function.clone() }))?;
+    if args.len() != sig.params.len() {
         return Err(Failure::usage(format!(
             "`{}` takes {} argument(s) {sig}, got {}",
-            a.function,
+            function,
             sig.params.len(),
-            a.args.len()
+            args.len()
         )));
     }
-    let args = sig
+    let values = sig
         .params
         .iter()
-        .zip(&a.args)
+        .zip(&args)
         .enumerate()
         .map(|(i, (ty, s))| values::parse(*ty, s, i))
         .collect::<Result<Vec<_>, _>>()?;
-    let result = sandbox.call(&a.function, &args)?;
+    let result = sandbox.call(&function, &values)?;
     if a.json {
-        let out = Output { function: &a.function, ty: sig.result.name(), result: values::to_json(&result) };
+        let out = Output { function: &function, ty: sig.result.name(), result: values::to_json(&result) };
         println!("{}", serde_json::to_string(&out).unwrap_or_default());
     } else if result != glint::Value::Unit {
         println!("{result}");
