@@ -640,6 +640,25 @@ mod tests {
         assert_eq!(u32::from(IDT_LIMIT) + 1, 32 * 16, "one 16-byte gate per exception vector, 0..32");
     }
 
+    /// What every new sandbox gets written, and what a snapshot file's host pages are checked
+    /// against: each structure the host builds, at its own address, and nothing else.
+    #[test]
+    fn the_system_region_is_every_host_built_structure_at_its_address() {
+        let image = GuestImage::from_bytes(&test_elf::RawElf::exec(&[0x0f, 0x0b]).build()).unwrap();
+        let layout = Layout::new(&MemoryConfig::default(), &image).unwrap();
+        let mut pieces = system_pieces(&layout, &image);
+        pieces.sort_by_key(|p| p.0);
+        let mut want = page_tables(&layout, &page_map(&layout, &image));
+        want.extend([(GDT_ADDR, gdt()), (IDT_ADDR, idt()), (TSS_ADDR, tss()), (STUBS_ADDR, stubs())]);
+        want.sort_by_key(|p| p.0);
+        assert_eq!(pieces, want);
+        for pair in pieces.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(a.0 + a.1.len() as u64 <= b.0, "{:#x} overlaps {:#x}", a.0, b.0);
+        }
+        assert!(walk(&pieces, IMAGE_BASE).is_some(), "the pieces' page tables map the image");
+    }
+
     #[test]
     fn the_saved_rax_sits_just_below_the_frame_on_the_fault_stack() {
         assert_eq!(ExceptionFrame::saved_rax_address(14), FAULT_STACK_TOP - 56);
