@@ -310,18 +310,23 @@ pub(crate) fn has_error_code(vector: u8) -> bool {
 pub(crate) fn idt() -> Vec<u8> {
     let mut t = vec![0u8; PAGE_SIZE as usize];
     for v in 0..IDT_ENTRIES {
-        let off = STUBS_ADDR + v * STUB_SIZE;
-        let dpl3 = v == 3;
-        let attr: u64 = if dpl3 { 0xee } else { 0x8e };
-        let low = (off & 0xffff)
-            | (u64::from(KERNEL_CS) << 16)
-            | (1 << 32) // IST1
-            | (attr << 40)
-            | (((off >> 16) & 0xffff) << 48);
+        let [low, high] = interrupt_gate(STUBS_ADDR + v * STUB_SIZE, v == 3);
         put_u64(&mut t, (v * 16) as usize, low);
-        put_u64(&mut t, (v * 16 + 8) as usize, off >> 32);
+        put_u64(&mut t, (v * 16 + 8) as usize, high);
     }
     t
+}
+
+/// A present 64-bit interrupt gate to `offset` in the kernel code segment on IST1, DPL 3 when
+/// CPL3 may raise it with `int n` (only `int3`), DPL 0 otherwise.
+fn interrupt_gate(offset: u64, user: bool) -> [u64; 2] {
+    let attr: u64 = if user { 0xee } else { 0x8e };
+    let low = (offset & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (1 << 32) // IST1
+        | (attr << 40)
+        | (((offset >> 16) & 0xffff) << 48);
+    [low, offset >> 32]
 }
 
 /// TSS: RSP0 and IST1 point at the fault stack; the I/O bitmap admits only the guest ports.
@@ -495,6 +500,22 @@ mod tests {
             assert_eq!(access & 0x1f, 0x0e, "vector {v} is a 64-bit interrupt gate (IF cleared)");
             let dpl = (access >> 5) & 3;
             assert_eq!(dpl, if v == 3 { 3 } else { 0 }, "vector {v}: only int3 may be raised from CPL3");
+        }
+    }
+
+    /// glint's stubs sit low, where an offset's upper bits are zero; the encoding must still put
+    /// every offset bit where the CPU reads it, and zeros in the reserved upper half.
+    #[test]
+    fn interrupt_gates_encode_every_offset_bit_where_the_cpu_reads_it() {
+        for offset in [0x1234_5678_9abc_def0, 0xffff_ffff_ffff_fff8, STUBS_ADDR] {
+            for user in [false, true] {
+                let [lo, hi] = interrupt_gate(offset, user);
+                assert_eq!((lo & 0xffff) | ((lo >> 48) << 16) | ((hi & 0xffff_ffff) << 32), offset);
+                assert_eq!(hi >> 32, 0, "reserved half of the gate");
+                assert_eq!(((lo >> 16) & 0xffff) as u16, KERNEL_CS);
+                assert_eq!((lo >> 32) & 0xff, 1, "IST1, and zeros above it");
+                assert_eq!((lo >> 40) as u8, if user { 0xee } else { 0x8e });
+            }
         }
     }
 
