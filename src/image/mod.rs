@@ -139,18 +139,7 @@ impl GuestImage {
     /// [`ImageError::Io`] if the file cannot be read, [`ImageError::FileTooLarge`] past 1 GiB, and
     /// otherwise every refusal of [`from_bytes`](Self::from_bytes).
     pub fn from_file(path: impl AsRef<Path>) -> Result<GuestImage, crate::Error> {
-        let path = path.as_ref();
-        let span = tracing::info_span!(
-            "image_load",
-            path = %path.display(),
-            bytes = tracing::field::Empty
-        );
-        let _entered = span.enter();
-        let bytes = read_limited(path).inspect_err(|error| {
-            tracing::debug!(%error, "guest image unreadable");
-        })?;
-        span.record("bytes", bytes.len());
-        Self::load_logged(&bytes, file_name_of(path), None)
+        load_file(path.as_ref(), |bytes, file_name| Self::load_logged(bytes, file_name, None))
     }
 
     /// Loads an ELF image from memory. The bytes are copied; `bytes` can be dropped afterwards.
@@ -180,18 +169,7 @@ impl GuestImage {
         policy: &TrustPolicy,
         signature: Option<&ImageSignature>,
     ) -> Result<GuestImage, crate::Error> {
-        let path = path.as_ref();
-        let span = tracing::info_span!(
-            "image_load",
-            path = %path.display(),
-            bytes = tracing::field::Empty
-        );
-        let _entered = span.enter();
-        let bytes = read_limited(path).inspect_err(|error| {
-            tracing::debug!(%error, "guest image unreadable");
-        })?;
-        span.record("bytes", bytes.len());
-        Self::load_trusted(&bytes, file_name_of(path), policy, signature)
+        load_file(path.as_ref(), |bytes, file_name| Self::load_trusted(bytes, file_name, policy, signature))
     }
 
     /// [`from_bytes`](Self::from_bytes) after checking `bytes` against `policy`.
@@ -357,6 +335,25 @@ struct LoadSegment {
 /// The last component of `path`, what a crash dump names as its program.
 fn file_name_of(path: &Path) -> Option<String> {
     path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Reads the file at `path` and hands its bytes and name to `load`, all inside one
+/// `image_load` span, so the plain and the trusted load log alike.
+fn load_file(
+    path: &Path,
+    load: impl FnOnce(&[u8], Option<String>) -> Result<GuestImage, crate::Error>,
+) -> Result<GuestImage, crate::Error> {
+    let span = tracing::info_span!(
+        "image_load",
+        path = %path.display(),
+        bytes = tracing::field::Empty
+    );
+    let _entered = span.enter();
+    let bytes = read_limited(path).inspect_err(|error| {
+        tracing::debug!(%error, "guest image unreadable");
+    })?;
+    span.record("bytes", bytes.len());
+    load(&bytes, file_name_of(path))
 }
 
 fn load(bytes: &[u8]) -> Result<Inner, ImageError> {
