@@ -54,21 +54,7 @@ fn every_value_type_round_trips() {
     let got = sb.typed_fn::<(f64,), f64>("rt_f64").unwrap().call(&mut sb, (-0.0,)).unwrap();
     assert_eq!(got.to_bits(), (-0.0f64).to_bits());
 
-    let cases = [
-        ("rt_i32", Value::I32(-7)),
-        ("rt_u32", Value::U32(7)),
-        ("rt_i64", Value::I64(-1 << 40)),
-        ("rt_u64", Value::U64(1 << 63)),
-        ("rt_f32", Value::F32(2.5)),
-        ("rt_f64", Value::F64(-0.125)),
-        ("rt_bool", Value::Bool(true)),
-        ("rt_string", Value::String("text".into())),
-        ("rt_bytes", Value::Bytes(vec![9; 17])),
-    ];
-    for (name, v) in cases {
-        assert_eq!(sb.call(name, std::slice::from_ref(&v)).unwrap(), v, "{name}");
-    }
-    assert_eq!(sb.call("rt_unit", &[]).unwrap(), Value::Unit);
+    common::assert_every_value_type_round_trips(&mut sb);
 }
 
 #[test]

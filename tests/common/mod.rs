@@ -3,7 +3,7 @@
 pub mod elf;
 pub mod hostile;
 
-use glint::{GuestImage, Sandbox, SandboxBuilder};
+use glint::{GuestImage, Sandbox, SandboxBuilder, Value};
 
 /// Whether this test may use KVM: skips (returns false, with a note) when /dev/kvm cannot be
 /// opened, unless GLINT_REQUIRE_KVM=1 (set by CI), where a missing KVM fails the test.
@@ -67,6 +67,26 @@ pub fn test_builder() -> SandboxBuilder {
 /// A ready test-guest sandbox with [`test_builder`]'s host functions.
 pub fn test_sandbox() -> Sandbox {
     test_builder().build(&testguest()).expect("build").init().expect("init")
+}
+
+/// Every value type through the `rt_*` echo exports untyped, as both test guests (Rust and C)
+/// export them: one set of assertions for both languages.
+pub fn assert_every_value_type_round_trips(sb: &mut Sandbox) {
+    let cases = [
+        ("rt_i32", Value::I32(-7)),
+        ("rt_u32", Value::U32(7)),
+        ("rt_i64", Value::I64(-1 << 40)),
+        ("rt_u64", Value::U64(1 << 63)),
+        ("rt_f32", Value::F32(2.5)),
+        ("rt_f64", Value::F64(-0.125)),
+        ("rt_bool", Value::Bool(true)),
+        ("rt_string", Value::String("text".into())),
+        ("rt_bytes", Value::Bytes(vec![9; 17])),
+    ];
+    for (name, v) in cases {
+        assert_eq!(sb.call(name, std::slice::from_ref(&v)).expect("call"), v, "{name}");
+    }
+    assert_eq!(sb.call("rt_unit", &[]).expect("call"), Value::Unit);
 }
 
 /// Whether gdb is installed, for the debugging tests: skips (false, with a note) when it is not,
