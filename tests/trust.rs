@@ -8,29 +8,11 @@ mod signing;
 
 use glint::{Error, ErrorKind, GuestImage, ImageDigest, ImageSignature, TrustError, TrustPolicy, TrustedKey};
 use signing::{flipped_copy, openssl_digest, KeyPair};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    image: PathBuf,
-    key: KeyPair,
-    sig: PathBuf,
-}
+use signing::SignedHello as Fixture;
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("hello");
-        std::fs::copy(glint_guest_artifacts::HELLO, &image).unwrap();
-        let key = KeyPair::generate(dir.path(), "release");
-        let sig = key.sign(&image, &dir.path().join("hello.sig"));
-        Fixture { dir, image, key, sig }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn policy(&self) -> TrustPolicy {
         TrustPolicy::new().trust_key(TrustedKey::from_file(&self.key.public).unwrap())
     }

@@ -6,7 +6,7 @@
 #[path = "../../tests/common/signing.rs"]
 mod signing;
 
-use signing::{openssl_digest, KeyPair};
+use signing::{openssl_digest, SignedHello};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,31 +18,27 @@ fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8(out.stderr.clone()).unwrap().lines().map(str::to_owned).collect()
 }
 
+/// [`SignedHello`] (`hello`, `release.pub`, `hello.sig`) and the guest's digest.
 struct Fixture {
-    dir: tempfile::TempDir,
+    signed: SignedHello,
     digest: String,
 }
 
 impl Fixture {
-    /// A directory with `hello` (the built guest), `release.pub` and `hello.sig` (openssl).
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("hello");
-        std::fs::copy(glint_guest_artifacts::HELLO, &image).unwrap();
-        let key = KeyPair::generate(dir.path(), "release");
-        key.sign(&image, &dir.path().join("hello.sig"));
-        let digest = openssl_digest(&image);
-        Fixture { dir, digest }
+        let signed = SignedHello::new();
+        let digest = openssl_digest(&signed.image);
+        Fixture { signed, digest }
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
+        let p = self.path(name);
         std::fs::write(&p, text).unwrap();
         p
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.signed.path(name)
     }
 }
 
@@ -167,8 +163,7 @@ fn bad_signatures_pins_and_ungranted_imports_are_denied() {
     // The example HTTP guest declares every capability it uses (clock, random, variables, kv,
     // http); correctly signed.
     std::fs::copy(glint_guest_artifacts::HTTP, f.path("kv")).unwrap();
-    let key = KeyPair { private: f.path("release.pem"), public: f.path("release.pub") };
-    key.sign(&f.path("kv"), &f.path("kv.sig"));
+    f.signed.key.sign(&f.path("kv"), &f.path("kv.sig"));
     let kv_digest = openssl_digest(&f.path("kv"));
     let wrong = format!("sha256:{}", "0".repeat(64));
     // Every capability but key-value.

@@ -10,7 +10,7 @@ mod common;
 mod signing;
 
 use signing::{flipped_copy, openssl_digest, KeyPair};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn glint(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
@@ -28,27 +28,9 @@ fn refused(out: &Output) -> String {
     lines[0].to_owned()
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    image: PathBuf,
-    key: KeyPair,
-    sig: PathBuf,
-}
+use signing::SignedHello as Fixture;
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("hello");
-        std::fs::copy(glint_guest_artifacts::HELLO, &image).unwrap();
-        let key = KeyPair::generate(dir.path(), "release");
-        let sig = key.sign(&image, &dir.path().join("hello.sig"));
-        Fixture { dir, image, key, sig }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn verify(&self, image: &Path, key: &Path, sig: &Path) -> Output {
         glint(&[&"verify", &image, &"--key", &key, &"--signature", &sig])
     }

@@ -35,6 +35,33 @@ pub fn openssl(args: &[&dyn AsRef<std::ffi::OsStr>]) {
     assert!(out.status.success(), "openssl {:?} failed: {}", out, String::from_utf8_lossy(&out.stderr));
 }
 
+/// A temporary directory holding a copy of the hello guest (`hello`), an openssl key pair
+/// (`release.pem`, `release.pub`) and the guest's signature (`hello.sig`): what every trust test
+/// of the library and the CLI starts from.
+#[derive(Debug)]
+pub struct SignedHello {
+    pub dir: tempfile::TempDir,
+    pub image: PathBuf,
+    pub key: KeyPair,
+    pub sig: PathBuf,
+}
+
+impl SignedHello {
+    pub fn new() -> SignedHello {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("hello");
+        std::fs::copy(glint_guest_artifacts::HELLO, &image).unwrap();
+        let key = KeyPair::generate(dir.path(), "release");
+        let sig = key.sign(&image, &dir.path().join("hello.sig"));
+        SignedHello { dir, image, key, sig }
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// A P-256 key pair made by openssl in `dir`: `<name>.pem` (private), `<name>.pub` (SPKI PEM).
 #[derive(Debug, Clone)]
 pub struct KeyPair {
