@@ -12,25 +12,7 @@ use glint::{Error, Value, ValueType};
 fn every_value_type_round_trips_typed() {
     require_kvm!();
     let mut sb = test_sandbox();
-    macro_rules! rt {
-        ($name:literal, $t:ty, $($v:expr),+) => {{
-            let f = sb.typed_fn::<($t,), $t>($name).unwrap();
-            $( assert_eq!(f.call(&mut sb, ($v,)).unwrap(), $v, $name); )+
-        }};
-    }
-    rt!("rt_i32", i32, 0, -1, i32::MIN, i32::MAX);
-    rt!("rt_u32", u32, 0, u32::MAX);
-    rt!("rt_i64", i64, i64::MIN, -2, i64::MAX);
-    rt!("rt_u64", u64, 0, u64::MAX);
-    rt!("rt_f32", f32, 0.0, -1.5, f32::MAX, f32::INFINITY);
-    rt!("rt_f64", f64, 0.1, -1e300, f64::MIN_POSITIVE);
-    rt!("rt_bool", bool, true, false);
-    rt!("rt_string", String, String::new(), "héllo ✓".to_string());
-    rt!("rt_bytes", Vec<u8>, Vec::new(), vec![0, 1, 255]);
-    let unit = sb.typed_fn::<(), ()>("rt_unit").unwrap();
-    unit.call(&mut sb, ()).unwrap();
-    let nan = sb.typed_fn::<(f64,), f64>("rt_f64").unwrap().call(&mut sb, (f64::NAN,)).unwrap();
-    assert!(nan.is_nan());
+    common::assert_every_value_type_round_trips_typed(&mut sb);
 }
 
 #[test]

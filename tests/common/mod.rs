@@ -69,6 +69,36 @@ pub fn test_sandbox() -> Sandbox {
     test_builder().build(&testguest()).expect("build").init().expect("init")
 }
 
+/// Every value type through the `rt_*` echo exports as typed functions, with their edge values
+/// (extremes, infinities, NaN payloads, the sign of zero, the largest code points), as both test
+/// guests (Rust and C) export them.
+pub fn assert_every_value_type_round_trips_typed(sb: &mut Sandbox) {
+    macro_rules! rt {
+        ($name:literal, $t:ty, $($v:expr),+) => {{
+            let f = sb.typed_fn::<($t,), $t>($name).expect("typed export");
+            $( assert_eq!(f.call(sb, ($v,)).expect("call"), $v, $name); )+
+        }};
+    }
+    rt!("rt_i32", i32, 0, -1, i32::MIN, i32::MAX);
+    rt!("rt_u32", u32, 0, u32::MAX);
+    rt!("rt_i64", i64, i64::MIN, -2, i64::MAX);
+    rt!("rt_u64", u64, 0, u64::MAX);
+    rt!("rt_f32", f32, 0.0, -1.5, f32::MAX, f32::INFINITY, f32::MIN_POSITIVE);
+    rt!("rt_f64", f64, 0.1, -1e300, f64::MIN_POSITIVE, f64::NEG_INFINITY);
+    rt!("rt_bool", bool, true, false);
+    rt!("rt_string", String, String::new(), "héllo ✓".to_string(), "\u{10FFFF}\u{FFFF}\0".to_string());
+    rt!("rt_bytes", Vec<u8>, Vec::new(), vec![0, 1, 255]);
+    sb.typed_fn::<(), ()>("rt_unit").expect("typed export").call(sb, ()).expect("call");
+    let nan = sb.typed_fn::<(f64,), f64>("rt_f64").expect("typed export").call(sb, (f64::NAN,)).expect("call");
+    assert!(nan.is_nan());
+    // NaN payloads and the sign of zero cross bit for bit.
+    let odd = f32::from_bits(0x7fc0_1234);
+    let got = sb.typed_fn::<(f32,), f32>("rt_f32").expect("typed export").call(sb, (odd,)).expect("call");
+    assert_eq!(got.to_bits(), odd.to_bits());
+    let got = sb.typed_fn::<(f64,), f64>("rt_f64").expect("typed export").call(sb, (-0.0,)).expect("call");
+    assert_eq!(got.to_bits(), (-0.0f64).to_bits());
+}
+
 /// Every value type through the `rt_*` echo exports untyped, as both test guests (Rust and C)
 /// export them: one set of assertions for both languages.
 pub fn assert_every_value_type_round_trips(sb: &mut Sandbox) {
