@@ -87,7 +87,7 @@ pub fn assert_every_value_type_round_trips_typed(sb: &mut Sandbox) {
     rt!("rt_f64", f64, 0.1, -1e300, f64::MIN_POSITIVE, f64::NEG_INFINITY);
     rt!("rt_bool", bool, true, false);
     rt!("rt_string", String, String::new(), "héllo ✓".to_string(), "\u{10FFFF}\u{FFFF}\0".to_string());
-    rt!("rt_bytes", Vec<u8>, Vec::new(), vec![0, 1, 255]);
+    rt!("rt_bytes", Vec<u8>, Vec::<u8>::new(), vec![0u8, 1, 255]);
     sb.typed_fn::<(), ()>("rt_unit").expect("typed export").call(sb, ()).expect("call");
     let nan = sb.typed_fn::<(f64,), f64>("rt_f64").expect("typed export").call(sb, (f64::NAN,)).expect("call");
     assert!(nan.is_nan());
