@@ -4,9 +4,15 @@
 
 #[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
 mod common;
+#[allow(dead_code, reason = "each test binary uses a subset of the helpers")]
+#[path = "common/signing.rs"]
+mod signing;
 
 use common::{hello, test_builder, testguest};
-use glint::{Error, ErrorKind, SnapshotFileError, Template, Value};
+use glint::{
+    Error, ErrorKind, ImageDigest, ImageSignature, SnapshotFileError, Template, TrustError, TrustPolicy, TrustedKey,
+    Value,
+};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 
@@ -317,4 +323,106 @@ fn a_file_changed_in_place_after_loading_cannot_change_the_host_owned_pages() {
     assert_eq!(before.call("host_add", &[Value::I32(1), Value::I32(2)]).unwrap(), Value::I32(3));
     // The changed file itself no longer loads.
     assert!(matches!(file_error(load(&path)), SnapshotFileError::ChecksumMismatch { .. }));
+}
+
+/// Where the page at guest address `addr` is stored in the file: the page data holds the
+/// non-zero pages in guest order, and the bitmap (at 4096) says which those are.
+fn stored_offset(bytes: &[u8], addr: u64) -> usize {
+    let data = u64::from_le_bytes(bytes[AT_DATA..AT_DATA + 8].try_into().unwrap()) as usize;
+    let page = (addr / 4096) as usize;
+    let word = |i: usize| u64::from_le_bytes(bytes[4096 + i * 8..4096 + i * 8 + 8].try_into().unwrap());
+    assert!(word(page / 64) & (1 << (page % 64)) != 0, "page {addr:#x} is not stored");
+    let before: u32 = (0..page / 64).map(|i| word(i).count_ones()).sum::<u32>()
+        + (word(page / 64) & ((1u64 << (page % 64)) - 1)).count_ones();
+    data + before as usize * 4096
+}
+
+#[test]
+fn a_resealed_file_whose_code_is_not_the_named_images_is_refused() {
+    require_kvm!();
+    let dir = TempDir::new("code");
+    let path = dir.file("t.snap");
+    saved(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    // One byte of the page holding the entry point (read-only, executable): a file that records
+    // the test guest's digest but would run other code.
+    let entry_page = testguest().entry() & !0xfff;
+    let mut code = bytes.clone();
+    code[stored_offset(&bytes, entry_page) + (testguest().entry() & 0xfff) as usize] ^= 0xff;
+    reseal(&mut code);
+    std::fs::write(dir.file("code.snap"), &code).unwrap();
+    match file_error(load(&dir.file("code.snap"))) {
+        SnapshotFileError::ImagePages { addr, .. } => assert_eq!(addr, entry_page),
+        other => panic!("{other:?}"),
+    }
+    let message = file_error(load(&dir.file("code.snap"))).to_string();
+    assert!(message.contains(&format!("{entry_page:#x}")) && message.contains("read-only"), "{message}");
+    // The guest's writable pages are its own state, as after any init: a changed byte in the
+    // last stored page (the stack's) loads.
+    let top = bytes.len() - 1;
+    let mut stack = bytes.clone();
+    stack[top] ^= 0x5a;
+    reseal(&mut stack);
+    std::fs::write(dir.file("stack.snap"), &stack).unwrap();
+    load(&dir.file("stack.snap")).unwrap();
+}
+
+#[test]
+fn a_trusted_load_holds_the_file_to_its_digest_pin_and_signature() {
+    require_kvm!();
+    require_openssl!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.snap");
+    saved(&path);
+    let key = signing::KeyPair::generate(dir.path(), "release");
+    let sig = ImageSignature::from_file(key.sign(&path, &dir.path().join("t.snap.sig"))).unwrap();
+    let trusted = TrustPolicy::new().trust_key(TrustedKey::from_file(&key.public).unwrap());
+    let digest: ImageDigest = signing::openssl_digest(&path).parse().unwrap();
+    let load_under = |policy: &TrustPolicy, signature: Option<&ImageSignature>| {
+        Template::load_trusted(&path, &test_builder(), &testguest(), policy, signature)
+    };
+    let untrusted = |r: Result<Template, Error>| match file_error(r) {
+        SnapshotFileError::Untrusted { source, .. } => *source,
+        other => panic!("{other:?}"),
+    };
+
+    // Signed by the trusted key and pinned to the digest openssl computes: loads, and says so.
+    let template = load_under(&trusted.clone().expect_digest(digest), Some(&sig)).unwrap();
+    let v = template.file_verification().expect("a trusted load records its verification");
+    assert_eq!(v.digest(), digest);
+    assert_eq!(
+        v.signer().map(TrustedKey::fingerprint),
+        Some(TrustedKey::from_file(&key.public).unwrap().fingerprint())
+    );
+    assert_eq!(
+        template.instantiate().unwrap().call("rt_string", &[Value::String("s".into())]).unwrap(),
+        Value::String("s".into())
+    );
+    assert!(Template::load(&path, &test_builder(), &testguest()).unwrap().file_verification().is_none());
+
+    // Unsigned while the policy has a key: refused, naming the file's digest.
+    match untrusted(load_under(&trusted, None)) {
+        TrustError::SignatureRequired { digest: d } => assert_eq!(d, digest),
+        other => panic!("{other:?}"),
+    }
+    // Another pin.
+    match untrusted(load_under(&TrustPolicy::new().expect_digest(ImageDigest::of(b"other")), None)) {
+        TrustError::DigestMismatch { actual, .. } => assert_eq!(actual, digest),
+        other => panic!("{other:?}"),
+    }
+    // A signature by the trusted key, but over another file (the image): refused.
+    let image_sig =
+        ImageSignature::from_file(key.sign(Path::new(glint_guest_artifacts::TESTGUEST), &dir.path().join("g.sig")))
+            .unwrap();
+    assert!(matches!(untrusted(load_under(&trusted, Some(&image_sig))), TrustError::UntrustedSignature { .. }));
+    // A signed file rewritten afterwards (resealed, so only the signature can tell): refused.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    reseal(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(untrusted(load_under(&trusted, Some(&sig))), TrustError::UntrustedSignature { .. }));
+    // A policy with neither pin nor key accepts any intact file, and still records its digest.
+    let open = load_under(&TrustPolicy::new(), None).unwrap();
+    assert_eq!(open.file_verification().unwrap().digest(), ImageDigest::of(&bytes));
 }

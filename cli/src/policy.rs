@@ -4,9 +4,9 @@
 //!
 //! | rule | denies |
 //! | --- | --- |
-//! | `require_signatures` | a local image without `signature` while `[trust]` requires signatures (default: when `keys` is set); `require_signatures = true` without any key |
-//! | `require_digests` | a function without `digest` while `[trust] require_digests = true` |
-//! | `trusted_image` | a local image that fails its signature or digest pin, or cannot be read; a trust key that cannot be read |
+//! | `require_signatures` | a local image without `signature`, or a `snapshot` without `snapshot_signature`, while `[trust]` requires signatures (default: when `keys` is set); `require_signatures = true` without any key |
+//! | `require_digests` | a function without `digest`, or a `snapshot` without `snapshot_digest`, while `[trust] require_digests = true` |
+//! | `trusted_image` | a local image that fails its signature or digest pin, or cannot be read; a snapshot file that fails its own, cannot be loaded, or is not of the function's image (its code, its memory layout); a trust key that cannot be read |
 //! | `capability_grant` | an image that imports a capability its function is not granted |
 //! | `max_memory` | `memory_mib` above `[server] max_memory_mib` |
 //! | `max_timeout` | `timeout_ms` above `[server] max_timeout_ms` |
@@ -134,6 +134,22 @@ pub fn check(manifest: &Manifest) -> Vec<Violation> {
                 "its image has no `digest` pin, and [trust] require_digests = true".to_owned(),
             ));
         }
+        let unsigned_snapshot = require_signatures && f.snapshot.is_some() && f.snapshot_signature.is_none();
+        if unsigned_snapshot {
+            out.push(deny(
+                Rule::RequireSignatures,
+                "its snapshot has no `snapshot_signature`, and [trust] requires signatures".to_owned(),
+            ));
+        }
+        if require_digests && f.snapshot.is_some() && f.snapshot_digest.is_none() {
+            out.push(deny(
+                Rule::RequireDigests,
+                "its snapshot has no `snapshot_digest` pin, and [trust] require_digests = true".to_owned(),
+            ));
+        }
+        if let Some(v) = snapshot_violation(f, &base, unsigned_snapshot, manifest) {
+            out.push(deny(Rule::TrustedImage, v));
+        }
         if let Some(path) = local {
             match std::fs::read(manifest.dir.join(path)) {
                 Err(e) => out.push(deny(Rule::TrustedImage, format!("cannot read image {}: {e}", path.display()))),
@@ -219,6 +235,53 @@ fn trust_violation(
         None => None,
     };
     policy.verify(bytes, signature.as_ref()).err().map(|e| one_line(&e))
+}
+
+/// The checks a snapshot file gets at load, as `glint serve` makes them (`Template::load_trusted`
+/// with the function's configuration): its pin and signature, its layout, and, for a local image,
+/// that it holds that image's code. `None` when it passes (or there is no snapshot).
+fn snapshot_violation(
+    f: &FunctionSpec,
+    base: &TrustPolicy,
+    unsigned_reported: bool,
+    manifest: &Manifest,
+) -> Option<String> {
+    let path = f.snapshot.as_ref()?;
+    let mut policy = base.clone();
+    if let Some(d) = &f.snapshot_digest {
+        match d.parse() {
+            Ok(d) => policy = policy.expect_digest(d),
+            Err(e) => return Some(one_line(&e)),
+        }
+    }
+    if unsigned_reported {
+        policy = policy.require_signature(false);
+    }
+    let signature = match &f.snapshot_signature {
+        Some(p) => match ImageSignature::from_file(manifest.dir.join(p)) {
+            Ok(s) => Some(s),
+            Err(e) => return Some(format!("snapshot_signature: {}", one_line(&e))),
+        },
+        None => None,
+    };
+    let path = manifest.dir.join(path);
+    let image = match &f.image {
+        ImageSource::File(image) => match glint::GuestImage::from_file(manifest.dir.join(image)) {
+            Ok(image) => image,
+            // The image's own violation is reported above.
+            Err(_) => return None,
+        },
+        ImageSource::Oci(_) => {
+            // The image is not fetched here: check the file's pin and signature only.
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => return Some(format!("cannot read snapshot {}: {e}", path.display())),
+            };
+            return policy.verify(&bytes, signature.as_ref()).err().map(|e| format!("snapshot: {}", one_line(&e)));
+        }
+    };
+    let builder = crate::serve::backend::builder_for(f, &manifest.server).unknown_imports_as_traps(true);
+    glint::Template::load_trusted(&path, &builder, &image, &policy, signature.as_ref()).err().map(|e| one_line(&e))
 }
 
 /// Each capability the image declares it imports that the function's grants do not allow, with

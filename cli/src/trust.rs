@@ -1,7 +1,7 @@
 //! The trust options every command that loads an image takes (`--key`, `--signature`,
 //! `--digest`), shared by `verify`, `run`, `inspect`, `pull` and `serve`.
 
-use crate::failure::Failure;
+use crate::failure::{one_line, Failure};
 use glint::{GuestImage, ImageDigest, ImageSignature, TrustError, TrustPolicy, TrustedKey};
 use std::path::{Path, PathBuf};
 
@@ -252,13 +252,36 @@ impl ManifestTrust {
             .map(|p| ImageSignature::from_file(manifest.dir.join(p)))
             .transpose()
             .map_err(|e| image_err(glint::Error::Trust(e)))?;
+        // A snapshot file is held to the same keys and signature requirement as the image, with
+        // its own pin; it is checked when it is loaded (`Template::load_trusted`, one read).
+        let snapshot = match &spec.snapshot {
+            None => None,
+            Some(path) => {
+                let mut policy = self.policy.clone();
+                if let Some(d) = &spec.snapshot_digest {
+                    let d = d.parse().map_err(|source| ImageLoadError::Digest {
+                        function: function(),
+                        line: spec.line,
+                        source,
+                    })?;
+                    policy = policy.expect_digest(d);
+                }
+                let signature = spec
+                    .snapshot_signature
+                    .as_ref()
+                    .map(|p| ImageSignature::from_file(manifest.dir.join(p)))
+                    .transpose()
+                    .map_err(|e| image_err(glint::Error::Trust(e)))?;
+                Some(SnapshotTrust { path: manifest.dir.join(path), policy, signature })
+            }
+        };
         match &spec.image {
             ImageSource::File(path) => {
                 let path = manifest.dir.join(path);
                 let bytes = read_bounded(&path).map_err(|source| image_err(glint::Error::Image(source)))?;
                 // Checked and parsed from the same bytes.
                 let image = GuestImage::from_bytes_trusted(&bytes, &policy, signature.as_ref()).map_err(image_err)?;
-                Ok(LoadedImage { image })
+                Ok(LoadedImage { image, snapshot })
             }
             ImageSource::Oci(text) => {
                 let registry_err = |source: crate::registry::RegistryError| ImageLoadError::Registry {
@@ -281,7 +304,7 @@ impl ManifestTrust {
                 // Verified again at load, on the very bytes that are parsed.
                 let image = GuestImage::from_bytes_trusted(&pulled.bytes, &policy, pulled.signature.as_ref())
                     .map_err(image_err)?;
-                Ok(LoadedImage { image })
+                Ok(LoadedImage { image, snapshot })
             }
         }
     }
@@ -292,6 +315,62 @@ impl ManifestTrust {
 pub struct LoadedImage {
     /// The verified image (`image.verification()` has its digest and signer).
     pub image: GuestImage,
+    /// The function's snapshot file, with what it is to be held to when it is loaded.
+    pub snapshot: Option<SnapshotTrust>,
+}
+
+/// A snapshot file and the policy it must pass: the manifest's keys and signature requirement,
+/// its own `snapshot_digest` pin, and its `snapshot_signature`.
+#[derive(Debug, Clone)]
+pub struct SnapshotTrust {
+    /// The file.
+    pub path: PathBuf,
+    /// The policy.
+    pub policy: TrustPolicy,
+    /// Its signature, if the manifest gives one.
+    pub signature: Option<ImageSignature>,
+}
+
+impl ManifestTrust {
+    /// Records how `spec`'s snapshot file fared at load: `image_verified` naming the file, its
+    /// digest and signer, or `image_refused` with rule `snapshot_digest`, `snapshot_signature`
+    /// or `snapshot`.
+    pub fn record_snapshot(
+        &self,
+        spec: &crate::serve::manifest::FunctionSpec,
+        image: &GuestImage,
+        result: Result<Option<&glint::Verification>, &glint::Error>,
+    ) {
+        use crate::audit::{AuditEvent, AuditKind};
+        let Some(path) = &spec.snapshot else { return };
+        let image_digest = image.verification().map(|v| v.digest().to_string());
+        let mut e = match result {
+            Ok(v) => {
+                let signer = match v.and_then(|v| v.signer()) {
+                    Some(k) => format!("signed by {} ({})", k.name(), k.fingerprint()),
+                    None => "unsigned; the policy does not require a signature".to_owned(),
+                };
+                let digest = v.map(|v| format!(" {}", v.digest())).unwrap_or_default();
+                AuditEvent::new(AuditKind::ImageVerified, format!("snapshot {}{digest}: {signer}", path.display()))
+            }
+            Err(err) => {
+                let rule = match err {
+                    glint::Error::SnapshotFile(glint::SnapshotFileError::Untrusted { source, .. }) => match **source {
+                        TrustError::DigestMismatch { .. } => "snapshot_digest",
+                        _ => "snapshot_signature",
+                    },
+                    _ => "snapshot",
+                };
+                AuditEvent::new(AuditKind::ImageRefused, format!("snapshot {}: {}", path.display(), one_line(err)))
+                    .rule(rule)
+            }
+        }
+        .function(spec.name.clone());
+        if let Some(d) = image_digest {
+            e = e.image_digest(d);
+        }
+        self.audit.record(e);
+    }
 }
 
 /// Reads a local image of at most [`crate::registry::MAX_PULL_BYTES`].

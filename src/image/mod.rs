@@ -298,6 +298,30 @@ impl GuestImage {
     pub(crate) fn pages(&self) -> &[(u64, PagePerm)] {
         &self.inner.pages
     }
+
+    /// The 4 KiB the loader puts at the page-aligned guest address `addr`: the bytes of every
+    /// segment that falls in it, zero elsewhere (what a fresh sandbox holds there before init).
+    pub(crate) fn page_bytes(&self, addr: u64) -> Vec<u8> {
+        let end = addr.saturating_add(PAGE_SIZE);
+        let mut page = vec![0u8; usize::try_from(PAGE_SIZE).unwrap_or(0)];
+        for seg in &self.inner.segments {
+            let seg_end = seg.addr.saturating_add(seg.data.len() as u64);
+            let (lo, hi) = (seg.addr.max(addr), seg_end.min(end));
+            let (Ok(from), Ok(to), Ok(n)) = (
+                usize::try_from(lo.saturating_sub(seg.addr)),
+                usize::try_from(lo.saturating_sub(addr)),
+                usize::try_from(hi.saturating_sub(lo)),
+            ) else {
+                continue;
+            };
+            if let (Some(dst), Some(src)) =
+                (page.get_mut(to..to.saturating_add(n)), seg.data.get(from..from.saturating_add(n)))
+            {
+                dst.copy_from_slice(src);
+            }
+        }
+        page
+    }
 }
 
 /// Reads at most [`MAX_FILE_SIZE`] bytes, refusing longer files.

@@ -483,7 +483,20 @@ impl TrustPolicy {
     /// [`TrustError::DigestMismatch`], [`TrustError::SignatureRequired`] or
     /// [`TrustError::UntrustedSignature`].
     pub fn verify(&self, bytes: &[u8], signature: Option<&ImageSignature>) -> Result<Verification, TrustError> {
-        let digest = ImageDigest::of(bytes);
+        self.verify_digest(ImageDigest::of(bytes), signature)
+    }
+
+    /// As [`verify`](Self::verify), for bytes whose SHA-256 the caller has computed (a file
+    /// hashed while it is read, such as a snapshot file).
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_digest(
+        &self,
+        digest: ImageDigest,
+        signature: Option<&ImageSignature>,
+    ) -> Result<Verification, TrustError> {
         if let Some(expected) = self.digest {
             if expected != digest {
                 return Err(TrustError::DigestMismatch { expected, actual: digest });

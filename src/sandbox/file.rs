@@ -176,6 +176,30 @@ pub enum SnapshotFileError {
         /// The given image's (hex).
         image: String,
     },
+    /// A page the image maps read-only (code, constants) that does not hold the image's bytes:
+    /// the file names the image but would run other code (a crafted file).
+    #[error(
+        "{} does not hold the image it names: its page at {addr:#x}, which the image maps read-only (code or constants), differs from the image's",
+        path.display()
+    )]
+    ImagePages {
+        /// The file.
+        path: PathBuf,
+        /// Guest address of the first page that differs.
+        addr: u64,
+    },
+    /// The file failed the trust policy it was loaded under ([`Template::load_trusted`]):
+    /// its digest pin, or its signature.
+    ///
+    /// [`Template::load_trusted`]: crate::Template::load_trusted
+    #[error("snapshot file {} is not trusted (held to the trust policy as an image is)", path.display())]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// What the policy refused: the digest is the SHA-256 of the whole file.
+        #[source]
+        source: Box<crate::TrustError>,
+    },
     /// Inconsistent contents that the checksum did not catch (a crafted file).
     #[error("{} is malformed: {what}", path.display())]
     Malformed {
@@ -353,10 +377,14 @@ pub(crate) struct Loaded {
     pub(crate) table: Vec<u8>,
     pub(crate) image: Vec<u8>,
     pub(crate) memory: SharedMemory,
+    /// The SHA-256 of the whole file as read, when [`load`] was asked for it.
+    pub(crate) file_digest: Option<crate::ImageDigest>,
 }
 
-/// Reads the snapshot file at `path`: versions, length, checksum, then the contents.
-pub(crate) fn load(path: &Path) -> Result<Loaded, SnapshotFileError> {
+/// Reads the snapshot file at `path`: versions, length, checksum, then the contents. With
+/// `file_digest`, also the SHA-256 of the file's bytes (what a signature or pin of the file is
+/// over), from the same read the checksum is computed from.
+pub(crate) fn load(path: &Path, file_digest: bool) -> Result<Loaded, SnapshotFileError> {
     let p = || path.to_path_buf();
     let io =
         |doing: &'static str| move |e: std::io::Error| SnapshotFileError::Io { path: p(), doing, source: Arc::new(e) };
@@ -413,6 +441,12 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, SnapshotFileError> {
     let mut sum = Sha256::new();
     sum.update(&checked);
     sum.update(&front);
+    let mut whole = file_digest.then(|| {
+        let mut h = Sha256::new();
+        h.update(&header);
+        h.update(&front);
+        h
+    });
     // The page data is read once for the checksum (from the page cache, which the mapping
     // below then shares) before anything in the file is interpreted.
     let mut chunk = vec![0u8; (1 << 20).min(data_len as usize).max(1)];
@@ -421,8 +455,12 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, SnapshotFileError> {
         let n = chunk.len().min((file_len - at) as usize);
         file.read_exact_at(&mut chunk[..n], at).map_err(io("read"))?;
         sum.update(&chunk[..n]);
+        if let Some(h) = whole.as_mut() {
+            h.update(&chunk[..n]);
+        }
         at += n as u64;
     }
+    let file_digest = whole.map(|h| crate::ImageDigest::from_bytes(h.finalize().into()));
     let digest: [u8; 32] = sum.finalize().into();
     if digest[..] != header[CHECKSUM_AT..CHECKSUM_AT + 32] {
         return Err(SnapshotFileError::ChecksumMismatch { path: p() });
@@ -469,7 +507,7 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, SnapshotFileError> {
     })?;
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&header[AT_DIGEST..AT_DIGEST + 32]);
-    Ok(Loaded { path: p(), layout, digest, nonzero, vcpu, table, image, memory })
+    Ok(Loaded { path: p(), layout, digest, nonzero, vcpu, table, image, memory, file_digest })
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end of file).
@@ -523,6 +561,16 @@ impl Loaded {
                         what: "host-owned pages (page tables, GDT, IDT, TSS or stubs) differ from glint's",
                     });
                 }
+            }
+        }
+        // The image's read-only pages: the guest cannot write them (the page tables just checked
+        // map them so), so after init they still hold exactly what the loader put there. With
+        // this the recorded digest is a fact, not a claim: the file runs the image's code and
+        // no other. (Only the guest's writable pages are the file's own.)
+        for &(addr, _) in image.pages().iter().filter(|(_, perm)| !perm.write) {
+            let have = self.memory.page(addr / PAGE_SIZE).unwrap_or(&zero);
+            if have != &image.page_bytes(addr)[..] {
+                return Err(SnapshotFileError::ImagePages { path: path(), addr });
             }
         }
         Ok(())

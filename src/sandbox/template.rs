@@ -25,6 +25,8 @@ pub struct Template<T = ()> {
     snapshot: Snapshot,
     memory: Arc<SharedMemory>,
     functions: Arc<Functions>,
+    /// Set by [`Template::load_trusted`].
+    file_verification: Option<crate::Verification>,
 }
 
 impl<T> Clone for Template<T> {
@@ -35,6 +37,7 @@ impl<T> Clone for Template<T> {
             snapshot: self.snapshot.clone(),
             memory: Arc::clone(&self.memory),
             functions: Arc::clone(&self.functions),
+            file_verification: self.file_verification.clone(),
         }
     }
 }
@@ -72,6 +75,7 @@ impl<T: Send + 'static> Template<T> {
             snapshot,
             memory,
             functions: Arc::clone(&sandbox.functions),
+            file_verification: None,
         })
     }
 
@@ -134,9 +138,48 @@ impl<T: Send + 'static> Template<T> {
     /// `builder` does not provide.
     pub fn load(path: impl AsRef<Path>, builder: &SandboxBuilder<T>, image: &GuestImage) -> Result<Template<T>, Error> {
         let _span = tracing::info_span!("template_load", path = %path.as_ref().display()).entered();
-        let loaded = file::load(path.as_ref())?;
+        let loaded = file::load(path.as_ref(), false)?;
         let expected = Layout::new(&builder.memory, image)?;
         Template::from_loaded(loaded, builder, image.clone(), &expected)
+    }
+
+    /// As [`load`](Self::load), with the file itself held to `policy` as an image is: the
+    /// SHA-256 of the file (as `sha256sum` prints it) must match the policy's digest pin, and
+    /// `signature`, over the file as `openssl dgst -sha256 -sign` or `cosign sign-blob` make it,
+    /// must be by one of its keys, or may be absent only if the policy does not require one.
+    /// The digest comes from the same read that checks the file. What `glint serve` does for a
+    /// function with a `snapshot` when its `[trust]` asks for pins or signatures; `image` is then
+    /// the image verified under its own pins, and the file must hold that image's code.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), and [`SnapshotFileError::Untrusted`] when the policy refuses the
+    /// file.
+    pub fn load_trusted(
+        path: impl AsRef<Path>,
+        builder: &SandboxBuilder<T>,
+        image: &GuestImage,
+        policy: &crate::TrustPolicy,
+        signature: Option<&crate::ImageSignature>,
+    ) -> Result<Template<T>, Error> {
+        let path = path.as_ref();
+        let _span = tracing::info_span!("template_load", path = %path.display(), trusted = true).entered();
+        let loaded = file::load(path, true)?;
+        let digest = loaded
+            .file_digest
+            .ok_or(SnapshotFileError::Malformed { path: path.to_path_buf(), what: "file digest not computed" })?;
+        let verification = policy
+            .verify_digest(digest, signature)
+            .map_err(|e| SnapshotFileError::Untrusted { path: path.to_path_buf(), source: Box::new(e) })?;
+        let expected = Layout::new(&builder.memory, image)?;
+        let mut template = Template::from_loaded(loaded, builder, image.clone(), &expected)?;
+        template.file_verification = Some(verification);
+        Ok(template)
+    }
+
+    /// What [`load_trusted`](Self::load_trusted) established about the file (its digest and
+    /// signer); `None` for a template not loaded that way.
+    pub fn file_verification(&self) -> Option<&crate::Verification> {
+        self.file_verification.as_ref()
     }
 
     /// As [`load`](Self::load) with the image the file embeds (checked like any image, and
@@ -147,7 +190,7 @@ impl<T: Send + 'static> Template<T> {
     /// As [`load`](Self::load), and [`Error::Image`] if the embedded image is refused.
     pub fn load_with_embedded_image(path: impl AsRef<Path>, builder: &SandboxBuilder<T>) -> Result<Template<T>, Error> {
         let _span = tracing::info_span!("template_load", path = %path.as_ref().display()).entered();
-        let loaded = file::load(path.as_ref())?;
+        let loaded = file::load(path.as_ref(), false)?;
         let image = GuestImage::from_bytes(&loaded.image)?;
         let l = &loaded.layout;
         let sizes = MemoryConfig {
@@ -174,7 +217,14 @@ impl<T: Send + 'static> Template<T> {
             .map_err(Error::Imports)?;
         let memory = Arc::new(loaded.memory);
         let snapshot = Snapshot::from_file(image.id(), loaded.layout, Arc::clone(&memory), loaded.nonzero, loaded.vcpu);
-        Ok(Template { image, config: builder.config.clone(), snapshot, memory, functions: Arc::new(functions) })
+        Ok(Template {
+            image,
+            config: builder.config.clone(),
+            snapshot,
+            memory,
+            functions: Arc::new(functions),
+            file_verification: None,
+        })
     }
 
     /// The functions the guest exports.

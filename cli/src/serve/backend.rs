@@ -9,7 +9,7 @@
 use super::manifest::{FunctionKind, FunctionSpec, ServerConfig};
 use glint::{
     CallStats, Export, InterruptHandle, Limits, PoolConfig, PoolStats, PooledSandbox, SandboxBuilder, SandboxPool,
-    Signature, Value, ValueType, WhenEmpty,
+    Signature, Template, Value, ValueType, WhenEmpty,
 };
 use glint_caps::{FunctionCaps, Redactor, RequestContext, RequestState, RequestUsage};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,15 +157,11 @@ impl Runtime {
         server: &ServerConfig,
         loaded: &crate::trust::LoadedImage,
         caps: &FunctionCaps,
+        trust: &crate::trust::ManifestTrust,
     ) -> Result<Runtime, StartError> {
         let refused = |detail: String| StartError::Refused { function: spec.name.clone(), line: spec.line, detail };
         let glint_err = |source| StartError::Glint { function: spec.name.clone(), line: spec.line, source };
         // The image comes verified (trust policy, pulled if oci://) from crate::trust::ManifestTrust.
-        if spec.snapshot.is_some() {
-            return Err(refused(
-                "`snapshot` is not supported by this build yet: remove it or upgrade glint".to_owned(),
-            ));
-        }
         let image = &loaded.image;
         // Imports nothing here provides (an embedder's own host functions) become stubs that
         // fail when called, as in `glint run`; the capabilities the guest declares are checked
@@ -178,8 +174,19 @@ impl Runtime {
             when_empty: WhenEmpty::Wait(spec.timeout),
             restore_in_background: false,
         };
-        // Every checkout gets a fresh RequestState: no request sees another's counters.
-        let pool = SandboxPool::with_data(&builder, image, config, RequestState::default).map_err(glint_err)?;
+        // Every checkout gets a fresh RequestState: no request sees another's counters. From a
+        // snapshot file, the template is the file (held to its trust policy, and to holding this
+        // image's code) and the guest's init does not run.
+        let pool = match &loaded.snapshot {
+            None => SandboxPool::with_data(&builder, image, config, RequestState::default).map_err(glint_err)?,
+            Some(snap) => {
+                let template =
+                    Template::load_trusted(&snap.path, &builder, image, &snap.policy, snap.signature.as_ref());
+                trust.record_snapshot(spec, image, template.as_ref().map(|t| t.file_verification()));
+                SandboxPool::from_template_with(template.map_err(glint_err)?, config, RequestState::default)
+                    .map_err(glint_err)?
+            }
+        };
         let (exports, imports) = {
             let sandbox = pool.take().map_err(glint_err)?;
             (sandbox.exports().to_vec(), sandbox.imports().to_vec())

@@ -143,8 +143,13 @@ pub struct FunctionSpec {
     pub digest: Option<String>,
     /// Signature file (cosign sign-blob format), relative to the manifest.
     pub signature: Option<PathBuf>,
-    /// Snapshot file to start from instead of initialising the image.
+    /// Snapshot file (`glint snapshot`) of the image to start from instead of initialising it;
+    /// it must hold the image's code, and is held to `[trust]` as the image is.
     pub snapshot: Option<PathBuf>,
+    /// `sha256:HEX` pin of the snapshot file.
+    pub snapshot_digest: Option<String>,
+    /// Signature of the snapshot file, relative to the manifest.
+    pub snapshot_signature: Option<PathBuf>,
     /// The route.
     pub route: RoutePattern,
     /// Handler or typed calls.
@@ -294,6 +299,8 @@ struct RawFunction {
     digest: Option<Spanned<String>>,
     signature: Option<Spanned<String>>,
     snapshot: Option<Spanned<String>>,
+    snapshot_digest: Option<Spanned<String>>,
+    snapshot_signature: Option<Spanned<String>>,
     route: Spanned<String>,
     kind: Spanned<RawKind>,
     handler: Option<Spanned<String>>,
@@ -345,6 +352,8 @@ pub fn quick(guest: &Path) -> Manifest {
         digest: None,
         signature: None,
         snapshot: None,
+        snapshot_digest: None,
+        snapshot_signature: None,
         route: RoutePattern::root(),
         kind: FunctionKind::Typed { exports: None },
         memory_mib: DEFAULT_MEMORY_MIB,
@@ -677,6 +686,26 @@ fn check_function(
     };
     let signature = path_field(c, "signature", &f.signature);
     let snapshot = path_field(c, "snapshot", &f.snapshot);
+    let snapshot_signature = path_field(c, "snapshot_signature", &f.snapshot_signature);
+    let snapshot_digest = f.snapshot_digest.as_ref().map(|d| {
+        if !valid_digest(d.get_ref()) {
+            c.at(
+                d.span().start,
+                format!("`snapshot_digest` = {:?} is not `sha256:` and 64 lowercase hex digits", d.get_ref()),
+            );
+        }
+        d.get_ref().clone()
+    });
+    if f.snapshot.is_none() {
+        for (key, v) in [("snapshot_digest", &f.snapshot_digest), ("snapshot_signature", &f.snapshot_signature)] {
+            if let Some(v) = v {
+                c.at(
+                    v.span().start,
+                    format!("`{key}` applies only with `snapshot` (the snapshot file it pins or signs)"),
+                );
+            }
+        }
+    }
 
     let kind = match f.kind.get_ref() {
         RawKind::Http => {
@@ -782,6 +811,8 @@ fn check_function(
         digest,
         signature,
         snapshot,
+        snapshot_digest,
+        snapshot_signature,
         route: route?,
         kind,
         memory_mib,

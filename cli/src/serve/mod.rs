@@ -168,7 +168,7 @@ impl App {
             let loaded = trust.load(manifest, spec).map_err(StartError::Image)?;
             let fcaps = glint_caps::FunctionCaps::new(&spec.name, &spec.grants, &spec.variables, &caps)
                 .map_err(|e| ServeError::Capabilities { function: Some((spec.name.clone(), spec.line)), source: e })?;
-            let runtime = Runtime::guest(spec, &manifest.server, &loaded, &fcaps)?;
+            let runtime = Runtime::guest(spec, &manifest.server, &loaded, &fcaps, &trust)?;
             functions.push(Function {
                 name: spec.name.as_str().into(),
                 route: spec.route.to_string(),
