@@ -11,9 +11,11 @@
 //! ...   page data, page-aligned: each non-zero guest page, in guest order
 //! ```
 //!
-//! The checksum is the SHA-256 of the whole file with the checksum field zeroed: it catches a
-//! truncated, damaged or edited file. It is not a signature: anyone who can write the file can
-//! recompute it. What a crafted file could do is bounded instead by the checks at load: the
+//! The checksum is the CRC-32 of the whole file with the checksum field zeroed: it catches a
+//! truncated or damaged file, and at a tenth of SHA-256's cost, since every load reads every byte
+//! for it. It is not a signature: anyone who can write the file can recompute it, as they could a
+//! SHA-256; [`Template::load_trusted`](super::Template::load_trusted) holds the file to a
+//! signature or pin, over its SHA-256. What a crafted file could do is bounded instead by the checks at load: the
 //! host-owned pages (page tables, GDT, IDT, TSS, stubs) must be exactly those glint builds for the
 //! layout and image, and the vCPU state must be one a CPL3 glint guest can be in
 //! (`vmm::persist::check`), so a file can put no more into a VM than a hostile image can.
@@ -42,7 +44,7 @@ use std::sync::Arc;
 
 const MAGIC: [u8; 8] = *b"GLINTSNP";
 /// The layout of the file itself; bumped whenever it changes.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 const HEADER: u64 = PAGE_SIZE;
 const VERSION_BYTES: usize = 32;
 const GLINT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -218,6 +220,14 @@ pub enum SnapshotFileError {
     },
 }
 
+/// The checksum field: the CRC-32 (IEEE) of the file with the field zeroed, little-endian, then
+/// 28 zero bytes.
+fn checksum_field(sum: crc32fast::Hasher) -> [u8; 32] {
+    let mut field = [0u8; 32];
+    field[..4].copy_from_slice(&sum.finalize().to_le_bytes());
+    field
+}
+
 /// The hex form of a digest.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -335,7 +345,7 @@ pub(crate) fn save(path: &Path, image: &GuestImage, snapshot: &Snapshot, functio
         header[at..at + 8].copy_from_slice(&value.to_le_bytes());
     }
     let pad = vec![0u8; (data_offset - HEADER - meta.len() as u64) as usize];
-    let mut sum = Sha256::new();
+    let mut sum = crc32fast::Hasher::new();
     sum.update(&header);
     sum.update(&meta);
     sum.update(&pad);
@@ -343,8 +353,7 @@ pub(crate) fn save(path: &Path, image: &GuestImage, snapshot: &Snapshot, functio
     for &p in &pages {
         sum.update(snapshot.page(p).unwrap_or(&zero));
     }
-    let digest: [u8; 32] = sum.finalize().into();
-    header[CHECKSUM_AT..CHECKSUM_AT + 32].copy_from_slice(&digest);
+    header[CHECKSUM_AT..CHECKSUM_AT + 32].copy_from_slice(&checksum_field(sum));
 
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
@@ -438,7 +447,7 @@ pub(crate) fn load(path: &Path, file_digest: bool) -> Result<Loaded, SnapshotFil
     file.read_exact_at(&mut front, HEADER).map_err(io("read"))?;
     let mut checked = header.clone();
     checked[CHECKSUM_AT..CHECKSUM_AT + 32].fill(0);
-    let mut sum = Sha256::new();
+    let mut sum = crc32fast::Hasher::new();
     sum.update(&checked);
     sum.update(&front);
     let mut whole = file_digest.then(|| {
@@ -461,8 +470,7 @@ pub(crate) fn load(path: &Path, file_digest: bool) -> Result<Loaded, SnapshotFil
         at += n as u64;
     }
     let file_digest = whole.map(|h| crate::ImageDigest::from_bytes(h.finalize().into()));
-    let digest: [u8; 32] = sum.finalize().into();
-    if digest[..] != header[CHECKSUM_AT..CHECKSUM_AT + 32] {
+    if checksum_field(sum)[..] != header[CHECKSUM_AT..CHECKSUM_AT + 32] {
         return Err(SnapshotFileError::ChecksumMismatch { path: p() });
     }
 
@@ -529,9 +537,19 @@ impl Loaded {
     /// it), and its host-owned pages against what glint builds for them. The host-owned pages
     /// are first copied out of the file ([`SharedMemory::pin`]) and the copies are what is
     /// checked and what every VM gets, so changing the file in place later cannot change them.
-    pub(crate) fn check(&mut self, image: &GuestImage, expected: &Layout) -> Result<(), SnapshotFileError> {
+    ///
+    /// `embedded` says `image` is the one the file embeds: then the digest the file records is
+    /// not compared (hashing the image would cost a process start a SHA-256 of it). That digest
+    /// names the image only for a caller who gives one; an embedded image is the guest either
+    /// way, and its read-only pages are still checked against the memory below.
+    pub(crate) fn check(
+        &mut self,
+        image: &GuestImage,
+        expected: &Layout,
+        embedded: bool,
+    ) -> Result<(), SnapshotFileError> {
         let path = || self.path.clone();
-        if image.sha256() != self.digest {
+        if !embedded && image.sha256() != self.digest {
             return Err(SnapshotFileError::OtherImage {
                 path: path(),
                 file: hex(&self.digest),

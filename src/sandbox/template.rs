@@ -140,7 +140,7 @@ impl<T: Send + 'static> Template<T> {
         let _span = tracing::info_span!("template_load", path = %path.as_ref().display()).entered();
         let loaded = file::load(path.as_ref(), false)?;
         let expected = Layout::new(&builder.memory, image)?;
-        Template::from_loaded(loaded, builder, image.clone(), &expected)
+        Template::from_loaded(loaded, builder, image.clone(), &expected, false)
     }
 
     /// As [`load`](Self::load), with the file itself held to `policy` as an image is: the
@@ -171,7 +171,7 @@ impl<T: Send + 'static> Template<T> {
             .verify_digest(digest, signature)
             .map_err(|e| SnapshotFileError::Untrusted { path: path.to_path_buf(), source: Box::new(e) })?;
         let expected = Layout::new(&builder.memory, image)?;
-        let mut template = Template::from_loaded(loaded, builder, image.clone(), &expected)?;
+        let mut template = Template::from_loaded(loaded, builder, image.clone(), &expected, false)?;
         template.file_verification = Some(verification);
         Ok(template)
     }
@@ -200,7 +200,7 @@ impl<T: Send + 'static> Template<T> {
             stack_size: l.stack_size,
         };
         let expected = Layout::new(&sizes, &image)?;
-        Template::from_loaded(loaded, builder, image, &expected)
+        Template::from_loaded(loaded, builder, image, &expected, true)
     }
 
     fn from_loaded(
@@ -208,8 +208,9 @@ impl<T: Send + 'static> Template<T> {
         builder: &SandboxBuilder<T>,
         image: GuestImage,
         expected: &Layout,
+        embedded: bool,
     ) -> Result<Template<T>, Error> {
-        loaded.check(&image, expected)?;
+        loaded.check(&image, expected, embedded)?;
         let functions = Functions::parse(&loaded.table)
             .map_err(|_| SnapshotFileError::Malformed { path: loaded.path.clone(), what: "function table" })?;
         functions
