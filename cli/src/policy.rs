@@ -216,25 +216,34 @@ fn trust_violation(
     unsigned_reported: bool,
     manifest: &Manifest,
 ) -> Option<String> {
+    let (policy, signature) =
+        match pinned(base, f.digest.as_deref(), f.signature.as_deref(), unsigned_reported, manifest) {
+            Ok(p) => p,
+            Err(e) => return Some(e),
+        };
+    policy.verify(bytes, signature.as_ref()).err().map(|e| one_line(&e))
+}
+
+/// `base` with the `digest` pin, and the `signature` file read: what an image or a snapshot file
+/// is held to. With `unsigned_reported` the missing signature is already reported, and only the
+/// pin is still checked. `Err`: the pin or the signature file is unusable, in words.
+fn pinned(
+    base: &TrustPolicy,
+    digest: Option<&str>,
+    signature: Option<&std::path::Path>,
+    unsigned_reported: bool,
+    manifest: &Manifest,
+) -> Result<(TrustPolicy, Option<ImageSignature>), String> {
     let mut policy = base.clone();
-    if let Some(d) = &f.digest {
-        match d.parse() {
-            Ok(d) => policy = policy.expect_digest(d),
-            Err(e) => return Some(one_line(&e)),
-        }
+    if let Some(d) = digest {
+        policy = policy.expect_digest(d.parse().map_err(|e| one_line(&e))?);
     }
     if unsigned_reported {
-        // The missing signature is already reported; still check the pin.
         policy = policy.require_signature(false);
     }
-    let signature = match &f.signature {
-        Some(path) => match ImageSignature::from_file(manifest.dir.join(path)) {
-            Ok(s) => Some(s),
-            Err(e) => return Some(one_line(&e)),
-        },
-        None => None,
-    };
-    policy.verify(bytes, signature.as_ref()).err().map(|e| one_line(&e))
+    let signature =
+        signature.map(|p| ImageSignature::from_file(manifest.dir.join(p))).transpose().map_err(|e| one_line(&e))?;
+    Ok((policy, signature))
 }
 
 /// The checks a snapshot file gets at load, as `glint serve` makes them (`Template::load_trusted`
@@ -247,22 +256,15 @@ fn snapshot_violation(
     manifest: &Manifest,
 ) -> Option<String> {
     let path = f.snapshot.as_ref()?;
-    let mut policy = base.clone();
-    if let Some(d) = &f.snapshot_digest {
-        match d.parse() {
-            Ok(d) => policy = policy.expect_digest(d),
-            Err(e) => return Some(one_line(&e)),
-        }
-    }
-    if unsigned_reported {
-        policy = policy.require_signature(false);
-    }
-    let signature = match &f.snapshot_signature {
-        Some(p) => match ImageSignature::from_file(manifest.dir.join(p)) {
-            Ok(s) => Some(s),
-            Err(e) => return Some(format!("snapshot_signature: {}", one_line(&e))),
-        },
-        None => None,
+    let (policy, signature) = match pinned(
+        base,
+        f.snapshot_digest.as_deref(),
+        f.snapshot_signature.as_deref(),
+        unsigned_reported,
+        manifest,
+    ) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("snapshot: {e}")),
     };
     let path = manifest.dir.join(path);
     let image = match &f.image {

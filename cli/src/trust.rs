@@ -238,40 +238,16 @@ impl ManifestTrust {
     ) -> Result<LoadedImage, ImageLoadError> {
         use crate::serve::manifest::ImageSource;
         let function = || spec.name.clone();
-        let mut policy = self.policy.clone();
-        if let Some(d) = &spec.digest {
-            let d =
-                d.parse().map_err(|source| ImageLoadError::Digest { function: function(), line: spec.line, source })?;
-            policy = policy.expect_digest(d);
-        }
         let image_err =
             |source| ImageLoadError::Image { function: function(), line: spec.line, source: Box::new(source) };
-        let signature = spec
-            .signature
-            .as_ref()
-            .map(|p| ImageSignature::from_file(manifest.dir.join(p)))
-            .transpose()
-            .map_err(|e| image_err(glint::Error::Trust(e)))?;
+        let (policy, signature) = self.pinned(manifest, spec, spec.digest.as_deref(), spec.signature.as_deref())?;
         // A snapshot file is held to the same keys and signature requirement as the image, with
         // its own pin; it is checked when it is loaded (`Template::load_trusted`, one read).
         let snapshot = match &spec.snapshot {
             None => None,
             Some(path) => {
-                let mut policy = self.policy.clone();
-                if let Some(d) = &spec.snapshot_digest {
-                    let d = d.parse().map_err(|source| ImageLoadError::Digest {
-                        function: function(),
-                        line: spec.line,
-                        source,
-                    })?;
-                    policy = policy.expect_digest(d);
-                }
-                let signature = spec
-                    .snapshot_signature
-                    .as_ref()
-                    .map(|p| ImageSignature::from_file(manifest.dir.join(p)))
-                    .transpose()
-                    .map_err(|e| image_err(glint::Error::Trust(e)))?;
+                let (policy, signature) =
+                    self.pinned(manifest, spec, spec.snapshot_digest.as_deref(), spec.snapshot_signature.as_deref())?;
                 Some(SnapshotTrust { path: manifest.dir.join(path), policy, signature })
             }
         };
@@ -332,6 +308,35 @@ pub struct SnapshotTrust {
 }
 
 impl ManifestTrust {
+    /// The manifest's policy with `digest` as its pin, and the `signature` file read: what
+    /// `spec`'s image, or its snapshot file, is held to.
+    fn pinned(
+        &self,
+        manifest: &crate::serve::manifest::Manifest,
+        spec: &crate::serve::manifest::FunctionSpec,
+        digest: Option<&str>,
+        signature: Option<&Path>,
+    ) -> Result<(TrustPolicy, Option<ImageSignature>), ImageLoadError> {
+        let mut policy = self.policy.clone();
+        if let Some(d) = digest {
+            let d = d.parse().map_err(|source| ImageLoadError::Digest {
+                function: spec.name.clone(),
+                line: spec.line,
+                source,
+            })?;
+            policy = policy.expect_digest(d);
+        }
+        let signature =
+            signature.map(|p| ImageSignature::from_file(manifest.dir.join(p))).transpose().map_err(|e| {
+                ImageLoadError::Image {
+                    function: spec.name.clone(),
+                    line: spec.line,
+                    source: Box::new(glint::Error::Trust(e)),
+                }
+            })?;
+        Ok((policy, signature))
+    }
+
     /// Records how `spec`'s snapshot file fared at load: `image_verified` naming the file, its
     /// digest and signer, or `image_refused` with rule `snapshot_digest`, `snapshot_signature`
     /// or `snapshot`.
