@@ -265,11 +265,10 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
             or_into(&mut self.written, &snap.inner.nonzero);
             self.written.clone()
         };
-        let mut copied = 0u64;
-        for p in pages_in(&pages) {
+        let copied = pages_in(&pages);
+        for &p in &copied {
             let bytes = snap.page(p).unwrap_or(&ZERO_PAGE);
             self.memory.write_untracked(p * PAGE_SIZE, bytes)?;
-            copied += 1;
         }
         // A sandbox that failed may have run the exception stubs at CPL0: restore everything.
         // One that did not ran CPL3 code only, which cannot touch debug registers, XCR0 or MSRs.
@@ -278,7 +277,7 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         self.debug_after_restore();
         self.base = snap.inner.id;
         self.at_return = false;
-        tracing::trace!(pages = copied, "restored");
+        tracing::trace!(pages = copied.len(), "restored");
         Ok(())
     }
 }

@@ -512,3 +512,37 @@ fn a_result_of_another_type_than_declared_is_refused_even_when_it_converts() {
     );
     assert!(err.poisons());
 }
+
+#[test]
+fn a_snapshot_moved_to_shared_memory_holds_the_same_pages() {
+    let (mut core, guest, _) = snapshotted();
+    let heap = core.layout.heap_addr;
+    // Distinct bytes in pages of two bitmap words, so a page read from the wrong place shows.
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        guest.write(heap + page * PAGE_SIZE + 7, &[0xa0 + i as u8]);
+    }
+    returns_unit(&mut core);
+    call_unit(&mut core).unwrap();
+    let owned = core.snapshot().unwrap();
+    let (shared, _memory) = owned.to_shared().unwrap();
+    let held: Vec<u64> = (0..core.memory.pages()).filter(|&p| owned.page(p).is_some()).collect();
+    assert_eq!(owned.stored_pages(), held.len());
+    assert_eq!(shared.stored_pages(), held.len());
+    for p in 0..core.memory.pages() {
+        assert_eq!(shared.page(p), owned.page(p), "page {p}");
+    }
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        let bytes = owned.page(heap / PAGE_SIZE + page).unwrap();
+        assert_eq!((bytes.len(), bytes[7]), (PAGE_SIZE as usize, 0xa0 + i as u8), "page {page}");
+    }
+    assert_eq!(owned.page(heap / PAGE_SIZE + 3), None, "a zero page is not stored");
+    assert_eq!(shared.page(heap / PAGE_SIZE + 3), None);
+    // A fresh core restored from the shared copy gets every page.
+    let (mut fresh, fresh_guest) = core_with(config());
+    fresh.restore(&shared).unwrap();
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        assert_eq!(fresh_guest.read(heap + page * PAGE_SIZE + 7, 1), [0xa0 + i as u8]);
+    }
+    let debug = format!("{owned:?}");
+    assert!(debug.starts_with("Snapshot {") && debug.contains(&format!("pages: {}", held.len())), "{debug}");
+}
