@@ -546,3 +546,26 @@ fn a_snapshot_moved_to_shared_memory_holds_the_same_pages() {
     let debug = format!("{owned:?}");
     assert!(debug.starts_with("Snapshot {") && debug.contains(&format!("pages: {}", held.len())), "{debug}");
 }
+
+#[test]
+fn a_core_built_over_a_snapshots_memory_restores_only_what_it_dirtied() {
+    // Not the process's first snapshot: its id is not 1 (nor 0).
+    let _ = snapshotted();
+    let (_, _, snap) = snapshotted();
+    // As Template::instantiate_with builds one: memory holding the snapshot's pages, the
+    // snapshot's non-zero pages as those written, and the snapshot as the base memory equals.
+    let layout = *snap.layout();
+    let (mut mem, guest) = FakeMemory::new(layout.memory_size);
+    for p in super::snapshot::pages_in(snap.nonzero()) {
+        mem.write_untracked(p * PAGE_SIZE, snap.page(p).unwrap()).unwrap();
+    }
+    let vcpu = FakeVcpu::new(guest.clone());
+    let mut core =
+        FakeCore::new((vcpu, mem), layout, image(), config(), (), Some(snap.nonzero().to_vec()), snap.id()).unwrap();
+    let page = layout.heap_addr + 2 * PAGE_SIZE;
+    guest.write(page, &[9]);
+    core.memory.copied_back.clear();
+    core.restore(&snap).unwrap();
+    assert_eq!(core.memory.copied_back, [page / PAGE_SIZE], "only the page written since");
+    assert_eq!(guest.read(page, 1), [0]);
+}
