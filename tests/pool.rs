@@ -305,3 +305,49 @@ fn a_thousand_ready_sandboxes_of_the_hello_guest_fit_and_share_their_memory() {
         assert_eq!(add.call(sb, (i as i32, 1)).unwrap(), i as i32 + 1);
     }
 }
+
+#[test]
+fn the_stats_count_a_sandbox_given_back_for_a_background_restore_as_restoring() {
+    require_kvm!();
+    use std::sync::{Arc, Condvar, Mutex};
+    // The pool's worker blocks in the data factory while `hold` is set, so a sandbox given back
+    // stays queued for its restore until the test lets the worker go.
+    let hold = Arc::new((Mutex::new(false), Condvar::new()));
+    let gate = Arc::clone(&hold);
+    let factory = move || {
+        if std::thread::current().name() == Some("glint-pool") {
+            let (held, cv) = &*gate;
+            let mut held = held.lock().unwrap();
+            while *held {
+                held = cv.wait(held).unwrap();
+            }
+        }
+    };
+    /// Lets the worker go when dropped, so a failed assertion cannot hang the pool's drop.
+    struct Release(Arc<(Mutex<bool>, Condvar)>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            *self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+            self.0 .1.notify_all();
+        }
+    }
+    let config = PoolConfig { max_sandboxes: 2, ready_target: 1, restore_in_background: true, ..Default::default() };
+    let pool = SandboxPool::with_data(&test_builder(), &testguest(), config, factory).unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(10)), 1);
+    let release = Release(Arc::clone(&hold));
+    *hold.0.lock().unwrap() = true;
+    // Taking the ready one sends the worker to make another: it blocks in the factory.
+    let sb = pool.take().unwrap();
+    let start = Instant::now();
+    while pool.stats().creating == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the worker never started a sandbox");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(sb);
+    let stats = pool.stats();
+    assert_eq!((stats.restoring, stats.ready, stats.lent), (1, 0, 0), "{stats:?}");
+    drop(release);
+    assert_eq!(pool.wait_ready(2, Duration::from_secs(10)), 2);
+    let stats = pool.stats();
+    assert_eq!((stats.restoring, stats.ready), (0, 2), "{stats:?}");
+}
