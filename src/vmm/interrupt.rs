@@ -481,3 +481,61 @@ impl Watchdog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn a_killed_call_that_stays_in_the_guest_is_kicked_again() {
+        let control = CallControl::new().unwrap();
+        let handle = InterruptHandle::new(&control);
+        let (started, ready) = std::sync::mpsc::channel();
+        let c = Arc::clone(&control);
+        let vcpu = std::thread::spawn(move || {
+            let mut exit = Box::new(0u8);
+            let p: *mut u8 = &mut *exit;
+            let guard = c.begin(p, None);
+            guard.in_guest(true);
+            started.send(()).unwrap();
+            // Each kick sets the byte, as it sets a vCPU's immediate_exit. Clearing it is what a
+            // kick that came too early for KVM_RUN amounts to: the call goes on in the guest.
+            let mut kicks = 0;
+            let start = Instant::now();
+            while kicks < 3 && start.elapsed() < Duration::from_secs(10) {
+                // SAFETY: `p` points into `exit`, which lives until the end of this closure; the
+                // signal handler writes the same byte, volatile, on this thread.
+                if unsafe { std::ptr::read_volatile(p) } == 1 {
+                    // SAFETY: as above.
+                    unsafe { std::ptr::write_volatile(p, 0) };
+                    kicks += 1;
+                }
+                std::hint::spin_loop();
+            }
+            (kicks, guard.stopped())
+        });
+        ready.recv().unwrap();
+        assert!(handle.kill());
+        let (kicks, stopped) = vcpu.join().unwrap();
+        assert_eq!(kicks, 3, "the watchdog kicks a stopped call again while it is in the guest");
+        assert_eq!(stopped, Some(StopReason::Killed));
+    }
+
+    #[test]
+    fn the_watchdog_keeps_every_live_sandbox_when_it_forgets_dropped_ones() {
+        // Enough registrations to pass a power of two above 64 whatever was registered before,
+        // so the watchdog prunes its list at least once while these are alive.
+        let before = lock(&watchdog().controls).len();
+        let live: Vec<Arc<CallControl>> = (0..before.max(64) + 64).map(|_| CallControl::new().unwrap()).collect();
+        let controls = lock(&watchdog().controls);
+        for c in &live {
+            assert!(controls.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(c))), "a live control was dropped");
+        }
+    }
+
+    #[test]
+    fn call_control_debug_shows_the_stopped_generation() {
+        assert_eq!(format!("{:?}", CallControl::default()), "CallControl { stopped: 0, .. }");
+    }
+}
