@@ -534,6 +534,32 @@ mod tests {
         }
     }
 
+    /// CPU time (user and system, in clock ticks) of this process's thread named `name`.
+    fn thread_cpu_ticks(name: &str) -> Option<u64> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            if std::fs::read_to_string(task.path().join("comm")).ok()?.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command (which is in parentheses): utime and stime are 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            return Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?);
+        }
+        None
+    }
+
+    #[test]
+    fn the_watchdog_sleeps_while_nothing_is_due() {
+        let _control = CallControl::new().unwrap();
+        let before = thread_cpu_ticks("glint-watchdog").unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let used = thread_cpu_ticks("glint-watchdog").unwrap() - before;
+        // Other tests' calls give it a little to do; a watchdog that rescans instead of waiting
+        // uses the whole second.
+        assert!(used < 20, "the watchdog used {used} clock ticks in one second");
+    }
+
     #[test]
     fn call_control_debug_shows_the_stopped_generation() {
         assert_eq!(format!("{:?}", CallControl::default()), "CallControl { stopped: 0, .. }");
