@@ -197,9 +197,10 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         let mut data = Vec::new();
         let mut page = [0u8; PAGE_SIZE as usize];
         for p in pages_in(&self.written) {
-            self.memory.read(p * PAGE_SIZE, &mut page)?;
+            let addr = p * PAGE_SIZE;
+            self.memory.read(addr, &mut page)?;
             // A debugger's breakpoints are not the guest's memory.
-            self.debug_mask(p * PAGE_SIZE, &mut page);
+            self.debug_mask(addr, &mut page);
             if page.iter().all(|&b| b == 0) {
                 continue;
             }
