@@ -351,3 +351,32 @@ fn the_stats_count_a_sandbox_given_back_for_a_background_restore_as_restoring() 
     let stats = pool.stats();
     assert_eq!((stats.restoring, stats.ready), (0, 2), "{stats:?}");
 }
+
+#[test]
+fn the_demand_of_a_taker_or_a_wait_for_ready_sandboxes_ends_when_it_is_served() {
+    require_kvm!();
+    // No ready target: the pool makes a sandbox only for someone waiting for one.
+    let config = PoolConfig {
+        max_sandboxes: 4,
+        ready_target: 0,
+        when_empty: WhenEmpty::Wait(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    let sb = pool.take().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 0), "a served taker wants no more: {stats:?}");
+    drop(sb);
+
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(10)), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 1), "a served wait wants no more: {stats:?}");
+    // Taking that one makes the pool look at its demand again.
+    let _sb = pool.take().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 0), "{stats:?}");
+}
