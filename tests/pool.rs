@@ -380,3 +380,30 @@ fn the_demand_of_a_taker_or_a_wait_for_ready_sandboxes_ends_when_it_is_served() 
     let stats = pool.stats();
     assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 0), "{stats:?}");
 }
+
+#[test]
+fn a_failed_creation_is_counted_reported_and_retried() {
+    require_kvm!();
+    // Failing fast: the taker gets the creation's error, and the next take creates.
+    let config = PoolConfig { max_sandboxes: 1, ready_target: 0, when_empty: WhenEmpty::Fail, ..Default::default() };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    pool.inject_create_failures(1);
+    let err = pool.take().unwrap_err();
+    assert!(matches!(&err, Error::Vmm(e) if format!("{e:?}").contains("failure injected")), "{err:?}");
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created, stats.lent), (1, 0, 0), "{stats:?}");
+    let mut sb = pool.take().unwrap();
+    assert_eq!(sb.call("rt_i32", &[Value::I32(4)]).unwrap(), Value::I32(4));
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created, stats.lent), (1, 1, 1), "{stats:?}");
+    drop(sb);
+
+    // Waiting: the worker's creation fails, it tries again, and the taker is served.
+    let config = PoolConfig { when_empty: WhenEmpty::Wait(Duration::from_secs(10)), ..config };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    pool.inject_create_failures(2);
+    let sb = pool.take().unwrap();
+    assert!(!sb.is_poisoned());
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created), (2, 1), "{stats:?}");
+}
