@@ -560,6 +560,50 @@ mod tests {
         assert!(used < 20, "the watchdog used {used} clock ticks in one second");
     }
 
+    /// Sends this thread the kick signal carrying `generation`, as `kick` does.
+    fn kick_self(generation: u64) {
+        let value = libc::sigval { sival_ptr: generation as usize as *mut libc::c_void };
+        // SAFETY: queues a signal to the calling thread, which has the kick handler installed
+        // (CallControl::new) and the signal unblocked (CallControl::begin).
+        assert_eq!(unsafe { libc::pthread_sigqueue(libc::pthread_self(), kick_signal(), value) }, 0);
+    }
+
+    #[test]
+    fn a_kick_meant_for_another_call_leaves_this_one_running() {
+        let control = CallControl::new().unwrap();
+        let mut exit = Box::new(0u8);
+        let p: *mut u8 = &mut *exit;
+        let guard = control.begin(p, None);
+        // SAFETY: `p` points into `exit`, alive until the end of the test; only this thread (and
+        // its signal handler) touches it.
+        let exit_set = || unsafe { std::ptr::read_volatile(p) } == 1;
+        // A signal sent to this thread is handled before pthread_sigqueue returns.
+        kick_self(guard.generation + 1);
+        assert!(!exit_set(), "a late kick for another call is dropped");
+        kick_self(guard.generation);
+        assert!(exit_set(), "a kick for this call stops it");
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(p, 0) };
+        kick_self(0);
+        assert!(exit_set(), "a kick without a generation stops whatever runs");
+        drop(guard);
+    }
+
+    #[test]
+    fn a_handle_obtained_by_the_current_owner_stops_its_call() {
+        let control = CallControl::new().unwrap();
+        let old = InterruptHandle::new(&control);
+        // A pool gives the sandbox to its next tenant.
+        control.new_owner();
+        let handle = InterruptHandle::new(&control);
+        let mut exit = Box::new(0u8);
+        let guard = control.begin(&mut *exit, None);
+        assert!(!old.kill(), "the last tenant's handle is inert");
+        assert!(handle.kill(), "the tenant's own handle works");
+        assert_eq!(guard.stopped(), Some(StopReason::Killed));
+        drop(guard);
+    }
+
     #[test]
     fn call_control_debug_shows_the_stopped_generation() {
         assert_eq!(format!("{:?}", CallControl::default()), "CallControl { stopped: 0, .. }");
