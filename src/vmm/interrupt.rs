@@ -602,6 +602,9 @@ mod tests {
         assert!(handle.kill(), "the tenant's own handle works");
         assert_eq!(guard.stopped(), Some(StopReason::Killed));
         drop(guard);
+        assert!(!handle.is_dropped());
+        drop(control);
+        assert!(handle.is_dropped() && !handle.kill(), "after the sandbox is gone a handle is inert");
     }
 
     #[test]
