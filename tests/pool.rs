@@ -305,3 +305,105 @@ fn a_thousand_ready_sandboxes_of_the_hello_guest_fit_and_share_their_memory() {
         assert_eq!(add.call(sb, (i as i32, 1)).unwrap(), i as i32 + 1);
     }
 }
+
+#[test]
+fn the_stats_count_a_sandbox_given_back_for_a_background_restore_as_restoring() {
+    require_kvm!();
+    use std::sync::{Arc, Condvar, Mutex};
+    // The pool's worker blocks in the data factory while `hold` is set, so a sandbox given back
+    // stays queued for its restore until the test lets the worker go.
+    let hold = Arc::new((Mutex::new(false), Condvar::new()));
+    let gate = Arc::clone(&hold);
+    let factory = move || {
+        if std::thread::current().name() == Some("glint-pool") {
+            let (held, cv) = &*gate;
+            let mut held = held.lock().unwrap();
+            while *held {
+                held = cv.wait(held).unwrap();
+            }
+        }
+    };
+    /// Lets the worker go when dropped, so a failed assertion cannot hang the pool's drop.
+    struct Release(Arc<(Mutex<bool>, Condvar)>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            *self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+            self.0 .1.notify_all();
+        }
+    }
+    let config = PoolConfig { max_sandboxes: 2, ready_target: 1, restore_in_background: true, ..Default::default() };
+    let pool = SandboxPool::with_data(&test_builder(), &testguest(), config, factory).unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(10)), 1);
+    let release = Release(Arc::clone(&hold));
+    *hold.0.lock().unwrap() = true;
+    // Taking the ready one sends the worker to make another: it blocks in the factory.
+    let sb = pool.take().unwrap();
+    let start = Instant::now();
+    while pool.stats().creating == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the worker never started a sandbox");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(sb);
+    let stats = pool.stats();
+    assert_eq!((stats.restoring, stats.ready, stats.lent), (1, 0, 0), "{stats:?}");
+    drop(release);
+    assert_eq!(pool.wait_ready(2, Duration::from_secs(10)), 2);
+    let stats = pool.stats();
+    assert_eq!((stats.restoring, stats.ready), (0, 2), "{stats:?}");
+}
+
+#[test]
+fn the_demand_of_a_taker_or_a_wait_for_ready_sandboxes_ends_when_it_is_served() {
+    require_kvm!();
+    // No ready target: the pool makes a sandbox only for someone waiting for one.
+    let config = PoolConfig {
+        max_sandboxes: 4,
+        ready_target: 0,
+        when_empty: WhenEmpty::Wait(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    let sb = pool.take().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 0), "a served taker wants no more: {stats:?}");
+    drop(sb);
+
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(10)), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 1), "a served wait wants no more: {stats:?}");
+    // Taking that one makes the pool look at its demand again.
+    let _sb = pool.take().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.creating, stats.ready), (1, 0, 0), "{stats:?}");
+}
+
+#[test]
+fn a_failed_creation_is_counted_reported_and_retried() {
+    require_kvm!();
+    // Failing fast: the taker gets the creation's error, and the next take creates.
+    let config = PoolConfig { max_sandboxes: 1, ready_target: 0, when_empty: WhenEmpty::Fail, ..Default::default() };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    pool.inject_create_failures(1);
+    let err = pool.take().unwrap_err();
+    assert!(matches!(&err, Error::Vmm(e) if format!("{e:?}").contains("failure injected")), "{err:?}");
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created, stats.lent), (1, 0, 0), "{stats:?}");
+    let mut sb = pool.take().unwrap();
+    assert_eq!(sb.call("rt_i32", &[Value::I32(4)]).unwrap(), Value::I32(4));
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created, stats.lent), (1, 1, 1), "{stats:?}");
+    drop(sb);
+
+    // Waiting: the worker's creation fails, it tries again, and the taker is served.
+    let config = PoolConfig { when_empty: WhenEmpty::Wait(Duration::from_secs(10)), ..config };
+    let pool = SandboxPool::new(&test_builder(), &testguest(), config).unwrap();
+    pool.inject_create_failures(2);
+    let sb = pool.take().unwrap();
+    assert!(!sb.is_poisoned());
+    let stats = pool.stats();
+    assert_eq!((stats.create_failures, stats.created), (2, 1), "{stats:?}");
+}

@@ -37,10 +37,20 @@ fn an_embedders_signal_is_not_taken_over_and_another_can_be_chosen() {
         }
         other => panic!("expected the signal to be refused, got {other:?}"),
     }
-    assert!(matches!(
-        glint::set_interrupt_signal_offset(99),
-        Err(Error::Config(ConfigError::SignalOutOfRange { offset: 99 }))
-    ));
+    // Any offset from 0 to SIGRTMAX - SIGRTMIN may be chosen (until a sandbox uses one), and
+    // nothing outside.
+    let last = libc::SIGRTMAX() - libc::SIGRTMIN();
+    for offset in [-1, last + 1, 99] {
+        assert!(
+            matches!(
+                glint::set_interrupt_signal_offset(offset),
+                Err(Error::Config(ConfigError::SignalOutOfRange { offset: o })) if o == offset
+            ),
+            "offset {offset}"
+        );
+    }
+    glint::set_interrupt_signal_offset(0).unwrap();
+    glint::set_interrupt_signal_offset(last).unwrap();
     glint::set_interrupt_signal_offset(5).unwrap();
 
     let mut sb = test_builder().build(&testguest()).unwrap().init().unwrap();

@@ -241,3 +241,36 @@ fn images_accepted_after_random_mutation_keep_the_loaders_invariants() {
     // Both outcomes occur, or the test checks nothing.
     assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
 }
+
+#[test]
+fn an_image_file_may_hold_more_than_memory_in_debug_info_but_not_more_than_four_times() {
+    // A debug build: a small loaded part, then far more than MAX_MEMORY of other sections
+    // (a sparse hole here, cheap on disk).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("debug.elf");
+    std::fs::write(&path, RawElf::exec(&[0xf4]).build()).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(MAX_MEMORY + (64 << 20)).unwrap();
+    let image = GuestImage::from_file(&path).unwrap();
+    assert_eq!(image.segments().len(), 1);
+    // Past four times MAX_MEMORY the file is refused before it is read.
+    file.set_len(4 * MAX_MEMORY + 1).unwrap();
+    match GuestImage::from_file(&path) {
+        Err(crate::Error::Image(ImageError::FileTooLarge { limit, .. })) => assert_eq!(limit, 4 * MAX_MEMORY),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_program_headers_are_found_where_a_segment_loads_them() {
+    // As a linker lays out a PIE: the first segment starts at file offset 0, so it loads the
+    // ELF header and the program headers after it (a debugger's AT_PHDR points there).
+    let seg = Seg::load(PF_R | super::test_elf::PF_X, IMAGE_BASE, &[0u8; 0x400]).offset(0);
+    let elf = RawElf::new(super::test_elf::ET_EXEC).entry(IMAGE_BASE + 0x200).segment(seg);
+    let bytes = elf.build();
+    let phnum = u64::from(u16::from_le_bytes([bytes[56], bytes[57]]));
+    let image = GuestImage::from_bytes(&bytes).unwrap();
+    assert_eq!(image.program_headers(), Some((IMAGE_BASE + 64, phnum)));
+    // A segment that starts past them does not load them.
+    assert_eq!(load_ok(&RawElf::exec(&[0xf4])).program_headers(), None);
+}

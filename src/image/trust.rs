@@ -605,6 +605,54 @@ mod tests {
         ));
     }
 
+    /// A P-256 public key (made with `openssl ecparam -name prime256v1 -genkey`).
+    const KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEYmqpYb4BU1le07BbHUBvbKuk/UIf
+z1s05GhgbDd2ITXtnpqSHOkpuZ52xjhba/K90KiAUBaAu9tAsEXQ9sezrQ==
+-----END PUBLIC KEY-----
+";
+    /// `openssl pkey -pubin -in KEY -outform DER | sha256sum`.
+    const KEY_FINGERPRINT: &str = "sha256:aa50be85f8fdc1a912e806d42e9c0415363fec001f8e9a4f023c5778e3d09771";
+    /// `openssl dgst -sha256 -sign` of the bytes `image` with KEY's private half, in base64.
+    const SIGNATURE: &str =
+        "MEQCIHVsU5vFJ9p9HxYEHcbB013iFF+WVnjEVu/vZ0b4Awc4AiAthdfO7LtgvQWXXreG+hcNdjS7avBf2qrjvBadsOMj9A==";
+
+    #[test]
+    fn an_openssl_signature_verifies_and_keys_signatures_and_digests_show_what_they_are() {
+        let key = TrustedKey::from_pem(KEY, "test key").unwrap();
+        assert_eq!((key.name(), key.fingerprint().to_string()), ("test key", KEY_FINGERPRINT.to_owned()));
+        assert_eq!(format!("{key:?}"), format!("TrustedKey {{ name: \"test key\", fingerprint: {KEY_FINGERPRINT} }}"));
+        let sig = ImageSignature::from_bytes(SIGNATURE.as_bytes()).unwrap();
+        assert_eq!(sig.to_base64(), SIGNATURE);
+        assert_eq!(Base64::encode_string(&sig.to_der()), SIGNATURE);
+        assert_eq!(ImageSignature::from_bytes(&sig.to_der()).unwrap(), sig);
+        assert_eq!(format!("{sig:?}"), format!("ImageSignature(\"{SIGNATURE}\")"));
+        let digest = ImageDigest::of(b"image");
+        assert_eq!(format!("{digest:?}"), digest.to_string());
+        let v = TrustPolicy::new().trust_key(key).verify(b"image", Some(&sig)).unwrap();
+        assert_eq!((v.digest(), v.signer().map(TrustedKey::name)), (digest, Some("test key")));
+    }
+
+    #[test]
+    fn signatures_and_key_files_of_up_to_64_kib_are_read_and_larger_ones_refused() {
+        // Exactly the limit is read (and is not a signature); one byte more is refused unread.
+        let at = vec![b'A'; 64 << 10];
+        let over = vec![b'A'; (64 << 10) + 1];
+        assert!(matches!(ImageSignature::from_bytes(&at), Err(SignatureFormatError::NotDer { .. })));
+        assert!(matches!(
+            ImageSignature::from_bytes(&over),
+            Err(SignatureFormatError::TooLarge { len: 65537, limit: 65536 })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let (at_path, over_path) = (dir.path().join("at.sig"), dir.path().join("over.sig"));
+        std::fs::write(&at_path, &at).unwrap();
+        std::fs::write(&over_path, &over).unwrap();
+        assert!(matches!(ImageSignature::from_file(&at_path), Err(TrustError::MalformedSignature { .. })));
+        assert!(matches!(TrustedKey::from_file(&at_path), Err(TrustError::MalformedKey { .. })));
+        assert!(matches!(ImageSignature::from_file(&over_path), Err(TrustError::Read { .. })));
+        assert!(matches!(TrustedKey::from_file(&over_path), Err(TrustError::Read { .. })));
+    }
+
     #[test]
     fn an_unsigned_image_passes_only_when_nothing_is_required() {
         let bytes = b"image";

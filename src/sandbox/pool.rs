@@ -15,6 +15,7 @@ use crate::vmm::{Doing, VmmError};
 use crate::{Error, Value};
 use glint_abi::convert::{EncodeParams, FromWire};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -113,6 +114,9 @@ struct Inner<T> {
     new_data: DataFactory<T>,
     config: PoolConfig,
     state: Mutex<State<T>>,
+    /// Testing only: how many of the next VM creations fail (see
+    /// `SandboxPool::inject_create_failures`).
+    fail_creates: AtomicUsize,
     /// Signalled when a sandbox becomes ready.
     ready: Condvar,
     /// Signalled when the worker has something to do.
@@ -122,6 +126,15 @@ struct Inner<T> {
 impl<T: Send + 'static> Inner<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new sandbox from the template, with new data.
+    fn create(&self) -> Result<Sandbox<T>, Error> {
+        if self.fail_creates.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            let injected = "KVM_CREATE_VM (failure injected for testing)";
+            return Err(VmmError::ioctl_errno(injected, Doing::CreatingVm, libc::ENOMEM).into());
+        }
+        self.template.instantiate_with((self.new_data)())
     }
 
     fn needs_create(&self, s: &State<T>) -> bool {
@@ -154,7 +167,7 @@ impl<T: Send + 'static> Inner<T> {
             } else if self.needs_create(&s) {
                 s.stats.creating += 1;
                 drop(s);
-                let created = self.template.instantiate_with((self.new_data)());
+                let created = self.create();
                 s = self.lock();
                 s.stats.creating -= 1;
                 match created {
@@ -315,6 +328,7 @@ impl<T: Send + 'static> SandboxPool<T> {
             new_data: Arc::new(new_data),
             config,
             state: Mutex::new(State::default()),
+            fail_creates: AtomicUsize::new(0),
             ready: Condvar::new(),
             work: Condvar::new(),
         });
@@ -350,7 +364,7 @@ impl<T: Send + 'static> SandboxPool<T> {
                 if !s.closed && s.owned() < inner.config.max_sandboxes {
                     s.stats.creating += 1;
                     drop(s);
-                    let created = inner.template.instantiate_with((inner.new_data)());
+                    let created = inner.create();
                     s = inner.lock();
                     s.stats.creating -= 1;
                     return match created {
@@ -424,6 +438,13 @@ impl<T: Send + 'static> SandboxPool<T> {
         }
         s.waiting -= waited;
         s.ready.len()
+    }
+
+    /// Testing only: makes the next `n` VM creations fail as KVM refusing a VM would (`ENOMEM`).
+    /// Nothing else can make a creation fail, and what the pool does then needs a test.
+    #[doc(hidden)]
+    pub fn inject_create_failures(&self, n: usize) {
+        self.inner.fail_creates.store(n, Ordering::Release);
     }
 
     /// The template every sandbox of the pool is made from.

@@ -200,11 +200,12 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         let written: usize = self.written.iter().map(|w| w.count_ones() as usize).sum();
         let mut data = Vec::with_capacity(written.saturating_mul(PAGE_SIZE as usize));
         for p in pages_in(&self.written) {
+            let addr = p * PAGE_SIZE;
             let start = data.len();
-            self.memory.read_with(p * PAGE_SIZE, PAGE_SIZE as usize, |page| data.extend_from_slice(page))?;
+            self.memory.read_with(addr, PAGE_SIZE as usize, |page| data.extend_from_slice(page))?;
             let Some(page) = data.get_mut(start..) else { continue };
             // A debugger's breakpoints are not the guest's memory.
-            self.debug_mask(p * PAGE_SIZE, page);
+            self.debug_mask(addr, page);
             if *page == ZERO_PAGE[..] {
                 data.truncate(start);
                 continue;
@@ -272,11 +273,10 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
             or_into(&mut self.written, &snap.inner.nonzero);
             self.written.clone()
         };
-        let mut copied = 0u64;
-        for p in pages_in(&pages) {
+        let copied = pages_in(&pages);
+        for &p in &copied {
             let bytes = snap.page(p).unwrap_or(&ZERO_PAGE);
             self.memory.write_untracked(p * PAGE_SIZE, bytes)?;
-            copied += 1;
         }
         // A sandbox that failed may have run the exception stubs at CPL0: restore everything.
         // One that did not ran CPL3 code only, which cannot touch debug registers, XCR0 or MSRs.
@@ -285,7 +285,7 @@ impl<T, V: Vcpu, M: GuestMemory> Core<T, V, M> {
         self.debug_after_restore();
         self.base = snap.inner.id;
         self.at_return = false;
-        tracing::trace!(pages = copied, "restored");
+        tracing::trace!(pages = copied.len(), "restored");
         Ok(())
     }
 }

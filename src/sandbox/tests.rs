@@ -326,3 +326,246 @@ fn a_refused_snapshot_leaves_the_sandbox_as_it_was() {
     assert!(other.vcpu.restores.is_empty() && other.memory.copied_back.is_empty());
     core.restore(&snap).unwrap();
 }
+
+/// Scripts a guest that makes `n` host calls to `name` (no arguments).
+fn calls_host(core: &mut FakeCore, name: &'static str, n: usize) {
+    let layout = core.layout;
+    for _ in 0..n {
+        core.vcpu.then(move |g, _| {
+            let mut body = Vec::new();
+            wire::put_host_call_head(&mut body, name, 0).unwrap();
+            put_frame(g, &layout, &body);
+            out(port::HOST_CALL)
+        });
+    }
+}
+
+#[test]
+fn a_call_may_make_exactly_max_host_calls_and_the_next_one_is_not_served() {
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&served);
+    let mut config = config();
+    config.limits.max_host_calls = 3;
+    config.host_fns.insert("tick", move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let (mut core, _) = core_with(config);
+    calls_host(&mut core, "tick", 3);
+    returns_unit(&mut core);
+    call_unit(&mut core).unwrap();
+    assert_eq!((core.stats.host_calls, served.load(std::sync::atomic::Ordering::Relaxed)), (3, 3));
+
+    let (mut core, _) = core_with({
+        let mut c = self::config();
+        c.limits.max_host_calls = 3;
+        let counter = Arc::clone(&served);
+        c.host_fns.insert("tick", move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        c
+    });
+    served.store(0, std::sync::atomic::Ordering::Relaxed);
+    calls_host(&mut core, "tick", 4);
+    let err = call_unit(&mut core).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { limit: crate::error::Limit::HostCalls, value: 3 }), "{err:?}");
+    assert_eq!((core.stats.host_calls, served.load(std::sync::atomic::Ordering::Relaxed)), (4, 3));
+}
+
+/// Scripts a guest that logs `text` at info level.
+fn logs(core: &mut FakeCore, text: &'static str) {
+    let layout = core.layout;
+    core.vcpu.then(move |g, _| {
+        let mut buf = vec![0u8; 64];
+        let n = wire::write_log_frame(&mut buf, glint_abi::code::LogLevel::Info, format_args!("{text}")).unwrap();
+        g.write(layout.output_addr, &buf[..n]);
+        out(port::LOG)
+    });
+}
+
+/// A tracing subscriber that counts the warnings glint reports about guest output.
+struct GuestWarnings(Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for GuestWarnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target() == "glint::guest" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_line_that_exactly_fills_the_log_budget_is_kept_and_later_ones_are_dropped_with_one_warning() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let mut config = config();
+    config.limits.max_log_bytes = 10;
+    config.on_log = Some(Arc::new(move |r: &LogRecord| sink.lock().unwrap().push(r.message.clone())));
+    let (mut core, _) = core_with(config);
+    for text in ["12345", "67890", "x", "y", "z"] {
+        logs(&mut core, text);
+    }
+    returns_unit(&mut core);
+    let warnings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracing::subscriber::with_default(GuestWarnings(Arc::clone(&warnings)), || call_unit(&mut core)).unwrap();
+    assert_eq!(*lines.lock().unwrap(), ["12345", "67890"]);
+    let s = core.stats;
+    assert_eq!((s.log_lines, s.log_bytes, s.log_lines_dropped), (5, 13, 3), "{s:?}");
+    assert_eq!(warnings.load(std::sync::atomic::Ordering::Relaxed), 1, "one warning per call, not one per line");
+}
+
+#[test]
+fn with_end_call_the_first_line_past_the_log_budget_ends_the_call() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let mut config = config();
+    config.limits.max_log_bytes = 10;
+    config.limits.log_overflow = super::LogOverflow::EndCall;
+    config.on_log = Some(Arc::new(move |r: &LogRecord| sink.lock().unwrap().push(r.message.clone())));
+    let (mut core, _) = core_with(config);
+    for text in ["12345", "67890", "x"] {
+        logs(&mut core, text);
+    }
+    let err = call_unit(&mut core).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { limit: crate::error::Limit::LogBytes, value: 10 }), "{err:?}");
+    assert_eq!(*lines.lock().unwrap(), ["12345", "67890"]);
+    let s = core.stats;
+    assert_eq!((s.log_lines, s.log_bytes, s.log_lines_dropped), (3, 11, 1), "{s:?}");
+}
+
+#[test]
+fn a_page_fault_is_a_stack_overflow_exactly_when_it_hits_the_guard_page() {
+    let layout = core_with(config()).0.layout;
+    let (guard, stack) = (layout.guard_addr, layout.stack_addr);
+    for (addr, overflow) in [(guard - 1, false), (guard, true), (stack - 1, true), (stack, false)] {
+        let (mut core, _) = core_with(config());
+        core.vcpu.cr2 = addr;
+        core.vcpu.then(|g, _| {
+            let frame: Vec<u8> =
+                [6u64, 0x20_1234, 0x23, 0x202, 0x3f_f000, 0x1b].iter().flat_map(|w| w.to_le_bytes()).collect();
+            g.write(FAULT_STACK_TOP - 48, &frame);
+            Exit::Out { port: port::EXCEPTION, size: 1, value: 14 }
+        });
+        match call_unit(&mut core) {
+            Err(Error::GuestFault(f)) => assert_eq!(f.stack_overflow, overflow, "fault at {addr:#x}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_host_result_larger_than_the_input_buffer_reaches_the_guest_as_a_refusal() {
+    let mut config = config();
+    config.host_fns.insert("big", || vec![7u8; 64 << 10]);
+    let (mut core, guest) = core_with(config);
+    let layout = core.layout;
+    calls_host(&mut core, "big", 1);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    core.vcpu.then(move |g, _| {
+        log.lock().unwrap().push(guest.read(layout.input_addr, 256));
+        put_frame(g, &layout, &ok_unit());
+        out(port::RETURN)
+    });
+    call_unit(&mut core).unwrap();
+    let frame = seen.lock().unwrap()[0].clone();
+    let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+    match wire::read_outcome(&frame[4..4 + len]).unwrap() {
+        wire::Outcome::Err { code, message } => {
+            assert_eq!(code, HostCallError::Refused.number());
+            let message = String::from_utf8(message.to_vec()).unwrap();
+            assert!(message.ends_with("bytes exceeds the 65536-byte input buffer"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_result_of_another_type_than_declared_is_refused_even_when_it_converts() {
+    // An untyped call converts whatever value arrives; the declared type must still be checked.
+    let (mut core, _) = core_with(config());
+    let layout = core.layout;
+    core.vcpu.then(move |g, _| {
+        let mut body = Vec::new();
+        wire::put_ok(&mut body, glint_abi::ValueRef::I32(7)).unwrap();
+        put_frame(g, &layout, &body);
+        out(port::RETURN)
+    });
+    let err = core.call(0, "f", 0, |_| Ok(()), ValueType::Unit, |v| Some(v.to_owned_value())).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Protocol(ProtocolError::WrongResultType { function, declared: ValueType::Unit, actual: ValueType::I32 })
+                if function == "f"
+        ),
+        "{err:?}"
+    );
+    assert!(err.poisons());
+}
+
+#[test]
+fn a_snapshot_moved_to_shared_memory_holds_the_same_pages() {
+    let (mut core, guest, _) = snapshotted();
+    let heap = core.layout.heap_addr;
+    // Distinct bytes in pages of two bitmap words, so a page read from the wrong place shows.
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        guest.write(heap + page * PAGE_SIZE + 7, &[0xa0 + i as u8]);
+    }
+    returns_unit(&mut core);
+    call_unit(&mut core).unwrap();
+    let owned = core.snapshot().unwrap();
+    let (shared, _memory) = owned.to_shared().unwrap();
+    let held: Vec<u64> = (0..core.memory.pages()).filter(|&p| owned.page(p).is_some()).collect();
+    assert_eq!(owned.stored_pages(), held.len());
+    assert_eq!(shared.stored_pages(), held.len());
+    for p in 0..core.memory.pages() {
+        assert_eq!(shared.page(p), owned.page(p), "page {p}");
+    }
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        let bytes = owned.page(heap / PAGE_SIZE + page).unwrap();
+        assert_eq!((bytes.len(), bytes[7]), (PAGE_SIZE as usize, 0xa0 + i as u8), "page {page}");
+    }
+    assert_eq!(owned.page(heap / PAGE_SIZE + 3), None, "a zero page is not stored");
+    assert_eq!(shared.page(heap / PAGE_SIZE + 3), None);
+    // A fresh core restored from the shared copy gets every page.
+    let (mut fresh, fresh_guest) = core_with(config());
+    fresh.restore(&shared).unwrap();
+    for (i, page) in [1u64, 2, 65, 130].into_iter().enumerate() {
+        assert_eq!(fresh_guest.read(heap + page * PAGE_SIZE + 7, 1), [0xa0 + i as u8]);
+    }
+    let debug = format!("{owned:?}");
+    assert!(debug.starts_with("Snapshot {") && debug.contains(&format!("pages: {}", held.len())), "{debug}");
+}
+
+#[test]
+fn a_core_built_over_a_snapshots_memory_restores_only_what_it_dirtied() {
+    // Not the process's first snapshot: its id is not 1 (nor 0).
+    let _ = snapshotted();
+    let (_, _, snap) = snapshotted();
+    // As Template::instantiate_with builds one: memory holding the snapshot's pages, the
+    // snapshot's non-zero pages as those written, and the snapshot as the base memory equals.
+    let layout = *snap.layout();
+    let (mut mem, guest) = FakeMemory::new(layout.memory_size);
+    for p in super::snapshot::pages_in(snap.nonzero()) {
+        mem.write_untracked(p * PAGE_SIZE, snap.page(p).unwrap()).unwrap();
+    }
+    let vcpu = FakeVcpu::new(guest.clone());
+    let mut core =
+        FakeCore::new((vcpu, mem), layout, image(), config(), (), Some(snap.nonzero().to_vec()), snap.id()).unwrap();
+    let page = layout.heap_addr + 2 * PAGE_SIZE;
+    guest.write(page, &[9]);
+    core.memory.copied_back.clear();
+    core.restore(&snap).unwrap();
+    assert_eq!(core.memory.copied_back, [page / PAGE_SIZE], "only the page written since");
+    assert_eq!(guest.read(page, 1), [0]);
+}

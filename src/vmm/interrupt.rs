@@ -481,3 +481,134 @@ impl Watchdog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn a_killed_call_that_stays_in_the_guest_is_kicked_again() {
+        let control = CallControl::new().unwrap();
+        let handle = InterruptHandle::new(&control);
+        let (started, ready) = std::sync::mpsc::channel();
+        let c = Arc::clone(&control);
+        let vcpu = std::thread::spawn(move || {
+            let mut exit = Box::new(0u8);
+            let p: *mut u8 = &mut *exit;
+            let guard = c.begin(p, None);
+            guard.in_guest(true);
+            started.send(()).unwrap();
+            // Each kick sets the byte, as it sets a vCPU's immediate_exit. Clearing it is what a
+            // kick that came too early for KVM_RUN amounts to: the call goes on in the guest.
+            let mut kicks = 0;
+            let start = Instant::now();
+            while kicks < 3 && start.elapsed() < Duration::from_secs(10) {
+                // SAFETY: `p` points into `exit`, which lives until the end of this closure; the
+                // signal handler writes the same byte, volatile, on this thread.
+                if unsafe { std::ptr::read_volatile(p) } == 1 {
+                    // SAFETY: as above.
+                    unsafe { std::ptr::write_volatile(p, 0) };
+                    kicks += 1;
+                }
+                std::hint::spin_loop();
+            }
+            (kicks, guard.stopped())
+        });
+        ready.recv().unwrap();
+        assert!(handle.kill());
+        let (kicks, stopped) = vcpu.join().unwrap();
+        assert_eq!(kicks, 3, "the watchdog kicks a stopped call again while it is in the guest");
+        assert_eq!(stopped, Some(StopReason::Killed));
+    }
+
+    #[test]
+    fn the_watchdog_keeps_every_live_sandbox_when_it_forgets_dropped_ones() {
+        // Enough registrations to pass a power of two above 64 whatever was registered before,
+        // so the watchdog prunes its list at least once while these are alive.
+        let before = lock(&watchdog().controls).len();
+        let live: Vec<Arc<CallControl>> = (0..before.max(64) + 64).map(|_| CallControl::new().unwrap()).collect();
+        let controls = lock(&watchdog().controls);
+        for c in &live {
+            assert!(controls.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(c))), "a live control was dropped");
+        }
+    }
+
+    /// CPU time (user and system, in clock ticks) of this process's thread named `name`.
+    fn thread_cpu_ticks(name: &str) -> Option<u64> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            if std::fs::read_to_string(task.path().join("comm")).ok()?.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command (which is in parentheses): utime and stime are 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            return Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?);
+        }
+        None
+    }
+
+    #[test]
+    fn the_watchdog_sleeps_while_nothing_is_due() {
+        let _control = CallControl::new().unwrap();
+        let before = thread_cpu_ticks("glint-watchdog").unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let used = thread_cpu_ticks("glint-watchdog").unwrap() - before;
+        // Other tests' calls give it a little to do; a watchdog that rescans instead of waiting
+        // uses the whole second.
+        assert!(used < 20, "the watchdog used {used} clock ticks in one second");
+    }
+
+    /// Sends this thread the kick signal carrying `generation`, as `kick` does.
+    fn kick_self(generation: u64) {
+        let value = libc::sigval { sival_ptr: generation as usize as *mut libc::c_void };
+        // SAFETY: queues a signal to the calling thread, which has the kick handler installed
+        // (CallControl::new) and the signal unblocked (CallControl::begin).
+        assert_eq!(unsafe { libc::pthread_sigqueue(libc::pthread_self(), kick_signal(), value) }, 0);
+    }
+
+    #[test]
+    fn a_kick_meant_for_another_call_leaves_this_one_running() {
+        let control = CallControl::new().unwrap();
+        let mut exit = Box::new(0u8);
+        let p: *mut u8 = &mut *exit;
+        let guard = control.begin(p, None);
+        // SAFETY: `p` points into `exit`, alive until the end of the test; only this thread (and
+        // its signal handler) touches it.
+        let exit_set = || unsafe { std::ptr::read_volatile(p) } == 1;
+        // A signal sent to this thread is handled before pthread_sigqueue returns.
+        kick_self(guard.generation + 1);
+        assert!(!exit_set(), "a late kick for another call is dropped");
+        kick_self(guard.generation);
+        assert!(exit_set(), "a kick for this call stops it");
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(p, 0) };
+        kick_self(0);
+        assert!(exit_set(), "a kick without a generation stops whatever runs");
+        drop(guard);
+    }
+
+    #[test]
+    fn a_handle_obtained_by_the_current_owner_stops_its_call() {
+        let control = CallControl::new().unwrap();
+        let old = InterruptHandle::new(&control);
+        // A pool gives the sandbox to its next tenant.
+        control.new_owner();
+        let handle = InterruptHandle::new(&control);
+        let mut exit = Box::new(0u8);
+        let guard = control.begin(&mut *exit, None);
+        assert!(!old.kill(), "the last tenant's handle is inert");
+        assert!(handle.kill(), "the tenant's own handle works");
+        assert_eq!(guard.stopped(), Some(StopReason::Killed));
+        drop(guard);
+        assert!(!handle.is_dropped());
+        drop(control);
+        assert!(handle.is_dropped() && !handle.kill(), "after the sandbox is gone a handle is inert");
+    }
+
+    #[test]
+    fn call_control_debug_shows_the_stopped_generation() {
+        assert_eq!(format!("{:?}", CallControl::default()), "CallControl { stopped: 0, .. }");
+    }
+}

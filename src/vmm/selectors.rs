@@ -80,9 +80,14 @@ fn readable(selector: u16) -> bool {
 /// AT_HWCAP2); otherwise the bases go through `arch_prctl`.
 fn have_fsgsbase() -> bool {
     static HAVE: OnceLock<bool> = OnceLock::new();
-    const HWCAP2_FSGSBASE: u64 = 1 << 1;
     // SAFETY: getauxval has no preconditions.
-    *HAVE.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP2) } & HWCAP2_FSGSBASE != 0)
+    *HAVE.get_or_init(|| fsgsbase_in(unsafe { libc::getauxval(libc::AT_HWCAP2) }))
+}
+
+/// Whether an AT_HWCAP2 value says FSGSBASE is on (Linux's HWCAP2_FSGSBASE, bit 1).
+fn fsgsbase_in(hwcap2: u64) -> bool {
+    const HWCAP2_FSGSBASE: u64 = 1 << 1;
+    hwcap2 & HWCAP2_FSGSBASE != 0
 }
 
 /// Loads FS and GS and puts their bases back.
@@ -183,6 +188,59 @@ mod tests {
         before.load(during);
         assert_eq!(Selectors::current(), before);
         assert_eq!(PROBE.with(std::cell::Cell::get), 8, "TLS survived the FS/GS loads");
+    }
+
+    /// The selectors this thread may load other than its own: Linux's user data segment (0x2b)
+    /// if this host's GDT has it (it becomes null otherwise).
+    fn user_data() -> u16 {
+        Selectors([0x2b; 4]).loadable().0[0]
+    }
+
+    #[test]
+    fn each_selector_that_differs_is_loaded_and_the_rest_are_kept() {
+        let before = Selectors::current();
+        let data = user_data();
+        // Every register on its own, then all four: each one that differs must be loaded, FS and
+        // GS included when only one of them differs.
+        for i in 0..5 {
+            let mut want = before;
+            for (j, s) in want.0.iter_mut().enumerate() {
+                if i == 4 || i == j {
+                    *s = data;
+                }
+            }
+            want.load(before);
+            let during = Selectors::current();
+            before.load(during);
+            assert_eq!(during, want, "register {i} (4: all of them)");
+            assert_eq!(Selectors::current(), before);
+        }
+    }
+
+    #[test]
+    fn fsgsbase_is_read_from_bit_1_of_hwcap2() {
+        assert!(fsgsbase_in(1 << 1));
+        assert!(fsgsbase_in(u64::MAX));
+        assert!(!fsgsbase_in(0));
+        assert!(!fsgsbase_in(!(1 << 1)));
+    }
+
+    #[test]
+    fn fsgsbase_is_used_exactly_when_the_kernel_enables_it() {
+        // Since Linux 5.9 the kernel lists `fsgsbase` in /proc/cpuinfo only when it enabled the
+        // instructions for user mode (and says so in AT_HWCAP2); earlier kernels never did.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut version = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+        if (major, minor) < (5, 9) {
+            return;
+        }
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let listed = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "fsgsbase"));
+        assert_eq!(have_fsgsbase(), listed);
     }
 
     #[test]
