@@ -654,6 +654,23 @@ z1s05GhgbDd2ITXtnpqSHOkpuZ52xjhba/K90KiAUBaAu9tAsEXQ9sezrQ==
     }
 
     #[test]
+    fn a_policy_reports_the_keys_and_the_pin_it_was_given() {
+        let key = TrustedKey::from_pem(KEY, "test key").unwrap();
+        let sig = ImageSignature::from_bytes(SIGNATURE.as_bytes()).unwrap();
+        // `trust_keys` (what the CLI and serve use) adds every key after the ones already there.
+        let other = TrustedKey::from_pem(KEY, "second").unwrap();
+        let policy = TrustPolicy::new().trust_key(other).trust_keys([key]);
+        let names: Vec<&str> = policy.keys().iter().map(TrustedKey::name).collect();
+        assert_eq!(names, ["second", "test key"]);
+        assert!(policy.requires_signature());
+        let v = policy.verify(b"image", Some(&sig)).unwrap();
+        assert_eq!(v.signer().map(TrustedKey::fingerprint).map(|f| f.to_string()), Some(KEY_FINGERPRINT.to_owned()));
+        let pin = ImageDigest::of(b"image");
+        assert_eq!(TrustPolicy::new().expected_digest(), None);
+        assert_eq!(policy.expect_digest(pin).expected_digest(), Some(pin));
+    }
+
+    #[test]
     fn an_unsigned_image_passes_only_when_nothing_is_required() {
         let bytes = b"image";
         let v = TrustPolicy::new().verify(bytes, None).unwrap();
