@@ -115,17 +115,23 @@ fn a_spurious_interruption_is_ignored_and_the_call_goes_on() {
     assert_eq!(core.stats.exits, 2);
 }
 
-#[test]
-fn an_exception_is_reported_from_the_cpus_frame_and_cr2() {
-    let (mut core, _) = core_with(config());
-    // A page fault (vector 14, with an error code) at rip 0x201234 touching 0xdead0000.
-    core.vcpu.cr2 = 0xdead_0000;
+/// Makes the next entry a page fault (vector 14, error code 6) at rip 0x201234, as the CPL0 stub
+/// reports it: the CPU's frame on the fault stack, then the exception `out`. CR2 is the caller's.
+fn page_fault_next(core: &mut FakeCore) {
     core.vcpu.then(|g, _| {
         let frame: Vec<u8> =
             [6u64, 0x20_1234, 0x23, 0x202, 0x3f_f000, 0x1b].iter().flat_map(|w| w.to_le_bytes()).collect();
         g.write(FAULT_STACK_TOP - 48, &frame);
         Exit::Out { port: port::EXCEPTION, size: 1, value: 14 }
     });
+}
+
+#[test]
+fn an_exception_is_reported_from_the_cpus_frame_and_cr2() {
+    let (mut core, _) = core_with(config());
+    // A page fault (vector 14, with an error code) at rip 0x201234 touching 0xdead0000.
+    core.vcpu.cr2 = 0xdead_0000;
+    page_fault_next(&mut core);
     match call_unit(&mut core) {
         Err(Error::GuestFault(f)) => {
             assert_eq!(
@@ -450,12 +456,7 @@ fn a_page_fault_is_a_stack_overflow_exactly_when_it_hits_the_guard_page() {
     for (addr, overflow) in [(guard - 1, false), (guard, true), (stack - 1, true), (stack, false)] {
         let (mut core, _) = core_with(config());
         core.vcpu.cr2 = addr;
-        core.vcpu.then(|g, _| {
-            let frame: Vec<u8> =
-                [6u64, 0x20_1234, 0x23, 0x202, 0x3f_f000, 0x1b].iter().flat_map(|w| w.to_le_bytes()).collect();
-            g.write(FAULT_STACK_TOP - 48, &frame);
-            Exit::Out { port: port::EXCEPTION, size: 1, value: 14 }
-        });
+        page_fault_next(&mut core);
         match call_unit(&mut core) {
             Err(Error::GuestFault(f)) => assert_eq!(f.stack_overflow, overflow, "fault at {addr:#x}"),
             other => panic!("{other:?}"),

@@ -662,12 +662,19 @@ fn check_function(
     } else {
         ImageSource::File(dir.join(image))
     };
-    let digest = f.digest.as_ref().map(|d| {
-        if !valid_digest(d.get_ref()) {
-            c.at(d.span().start, format!("`digest` = {:?} is not `sha256:` and 64 lowercase hex digits", d.get_ref()));
-        }
-        d.get_ref().clone()
-    });
+    // A `sha256:HEX` pin (`digest`, `snapshot_digest`), its form checked.
+    let digest_field = |c: &mut Checker<'_>, key: &str, v: &Option<Spanned<String>>| {
+        v.as_ref().map(|d| {
+            if !valid_digest(d.get_ref()) {
+                c.at(
+                    d.span().start,
+                    format!("`{key}` = {:?} is not `sha256:` and 64 lowercase hex digits", d.get_ref()),
+                );
+            }
+            d.get_ref().clone()
+        })
+    };
+    let digest = digest_field(c, "digest", &f.digest);
     if matches!(image, ImageSource::Oci(_)) && digest.is_none() {
         c.at(
             f.image.span().start,
@@ -687,15 +694,7 @@ fn check_function(
     let signature = path_field(c, "signature", &f.signature);
     let snapshot = path_field(c, "snapshot", &f.snapshot);
     let snapshot_signature = path_field(c, "snapshot_signature", &f.snapshot_signature);
-    let snapshot_digest = f.snapshot_digest.as_ref().map(|d| {
-        if !valid_digest(d.get_ref()) {
-            c.at(
-                d.span().start,
-                format!("`snapshot_digest` = {:?} is not `sha256:` and 64 lowercase hex digits", d.get_ref()),
-            );
-        }
-        d.get_ref().clone()
-    });
+    let snapshot_digest = digest_field(c, "snapshot_digest", &f.snapshot_digest);
     if f.snapshot.is_none() {
         for (key, v) in [("snapshot_digest", &f.snapshot_digest), ("snapshot_signature", &f.snapshot_signature)] {
             if let Some(v) = v {
