@@ -324,19 +324,19 @@ impl GuestImage {
     }
 }
 
-/// Reads at most [`MAX_FILE_SIZE`] bytes, refusing longer files.
-fn read_limited(path: &Path) -> Result<Vec<u8>, ImageError> {
+/// Reads at most `limit` bytes ([`MAX_FILE_SIZE`] for a guest image), refusing longer files.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ImageError> {
     let io = |source| ImageError::Io { path: path.to_path_buf(), source: Arc::new(source) };
-    let too_large = || ImageError::FileTooLarge { path: path.to_path_buf(), limit: MAX_FILE_SIZE };
+    let too_large = || ImageError::FileTooLarge { path: path.to_path_buf(), limit };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    if len > MAX_FILE_SIZE {
+    if len > limit {
         return Err(too_large());
     }
     // `len` is only a hint (special files report 0); `take` enforces the limit.
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(MAX_FILE_SIZE.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
-    if elf::file_len(&bytes) > MAX_FILE_SIZE {
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if elf::file_len(&bytes) > limit {
         return Err(too_large());
     }
     Ok(bytes)
@@ -373,7 +373,7 @@ fn load_file(
         bytes = tracing::field::Empty
     );
     let _entered = span.enter();
-    let bytes = read_limited(path).inspect_err(|error| {
+    let bytes = read_limited(path, MAX_FILE_SIZE).inspect_err(|error| {
         tracing::debug!(%error, "guest image unreadable");
     })?;
     span.record("bytes", bytes.len());

@@ -274,3 +274,131 @@ fn the_program_headers_are_found_where_a_segment_loads_them() {
     // A segment that starts past them does not load them.
     assert_eq!(load_ok(&RawElf::exec(&[0xf4])).program_headers(), None);
 }
+
+#[test]
+fn an_image_remembers_its_file_name_bytes_and_digest() {
+    let bytes = RawElf::exec(&[0x0f, 0x0b]).build();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guest.elf");
+    std::fs::write(&path, &bytes).unwrap();
+    let image = GuestImage::from_file(&path).unwrap();
+    // Without its directory: what a crash dump names as its program.
+    assert_eq!(image.file_name(), Some("guest.elf"));
+    assert_eq!(image.source(), &bytes[..]);
+    use sha2::Digest as _;
+    let sha256: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    assert_eq!(image.sha256(), sha256);
+    assert!(image.verification().is_none());
+
+    let image = GuestImage::from_bytes(&bytes).unwrap();
+    assert_eq!(image.file_name(), None);
+    assert_eq!(image.sha256(), sha256);
+    let policy = TrustPolicy::new().expect_digest(ImageDigest::of(&bytes));
+    let image = GuestImage::from_bytes_trusted(&bytes, &policy, None).unwrap();
+    assert_eq!(image.verification().map(Verification::digest), Some(ImageDigest::of(&bytes)));
+}
+
+#[test]
+fn page_bytes_are_the_segments_bytes_and_zero_elsewhere() {
+    let elf =
+        RawElf::exec(&[0x0f, 0x0b]).segment(Seg::load(PF_R | PF_W, IMAGE_BASE + 0x2ff8, &[0xaa; 16]).mem_size(0x40));
+    let image = load_ok(&elf);
+    let page = |addr| image.page_bytes(addr);
+    let mut code = vec![0u8; PAGE_SIZE as usize];
+    code[..2].copy_from_slice(&[0x0f, 0x0b]);
+    assert_eq!(page(IMAGE_BASE), code);
+    // A page between the segments, and the data that straddles two pages.
+    assert_eq!(page(IMAGE_BASE + 0x1000), vec![0u8; PAGE_SIZE as usize]);
+    let mut low = vec![0u8; PAGE_SIZE as usize];
+    low[0xff8..].fill(0xaa);
+    assert_eq!(page(IMAGE_BASE + 0x2000), low);
+    let mut high = vec![0u8; PAGE_SIZE as usize];
+    high[..8].fill(0xaa);
+    assert_eq!(page(IMAGE_BASE + 0x3000), high);
+}
+
+#[test]
+fn a_file_is_read_up_to_its_limit_and_not_a_byte_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exact");
+    std::fs::write(&path, [7u8; 100]).unwrap();
+    assert_eq!(read_limited(&path, 100).unwrap(), vec![7u8; 100]);
+    assert!(matches!(read_limited(&path, 99), Err(ImageError::FileTooLarge { limit: 99, .. })));
+    // A special file reports no size: the limit holds while reading.
+    let zero = Path::new("/dev/zero");
+    assert!(matches!(read_limited(zero, 100), Err(ImageError::FileTooLarge { limit: 100, .. })));
+    // A size over the limit is refused before any read (reading a directory would fail).
+    let size = std::fs::metadata(dir.path()).unwrap().len();
+    assert!(size > 0, "a directory holding a file has a size");
+    let limit = size - 1;
+    assert!(matches!(read_limited(dir.path(), limit), Err(ImageError::FileTooLarge { .. })));
+}
+
+#[test]
+fn a_note_outside_the_file_is_refused_where_its_header_is_read() {
+    // The entry is also wrong, which the loader finds only after reading every header.
+    let elf =
+        RawElf::exec(&[0xf4]).entry(0).segment(Seg::new(super::test_elf::PT_NOTE, PF_R, 0, &[]).file_size(1 << 40));
+    assert!(matches!(load_err(&elf), ImageError::SegmentOutOfFile { index: 1, .. }), "{:?}", load_err(&elf));
+}
+
+#[test]
+fn two_segments_at_one_address_overlap() {
+    let elf = RawElf::exec(&[0x90; 0x10]).segment(Seg::load(PF_R, IMAGE_BASE, &[1; 8]));
+    let error = load_err(&elf);
+    assert!(matches!(error, ImageError::OverlappingSegments { first: 0, second: 1, addr: IMAGE_BASE }), "{error:?}");
+}
+
+#[test]
+fn an_image_of_exactly_guest_memory_is_not_too_large() {
+    // A span of exactly MAX_MEMORY starting at IMAGE_BASE fits the span limit but ends past
+    // guest memory.
+    let elf = RawElf::exec(&[0xf4]).segment(Seg::load(PF_R, IMAGE_BASE + MAX_MEMORY - PAGE_SIZE, &[1; 8]));
+    let error = load_err(&elf);
+    assert!(matches!(error, ImageError::BeyondGuestMemory { .. }), "{error:?}");
+    // A segment of exactly MAX_MEMORY passes the segment limit; with the code page before it,
+    // the image is what is too large.
+    let elf = RawElf::exec(&[0xf4]).segment(Seg::load(PF_R | PF_W, IMAGE_BASE + PAGE_SIZE, &[]).mem_size(MAX_MEMORY));
+    let error = load_err(&elf);
+    assert!(matches!(error, ImageError::ImageTooLarge { span, .. } if span == MAX_MEMORY + PAGE_SIZE), "{error:?}");
+}
+
+#[test]
+fn program_headers_ending_at_the_segments_file_end_are_found() {
+    // The ELF header and two program headers (this segment and the ABI note): 64 + 2 * 56.
+    let headers = 64 + 2 * 56;
+    let build = |file_size: u64| {
+        let seg =
+            Seg::load(PF_R | super::test_elf::PF_X, IMAGE_BASE, &vec![0u8; headers]).offset(0).file_size(file_size);
+        RawElf::new(super::test_elf::ET_EXEC).entry(IMAGE_BASE + 0x10).segment(seg)
+    };
+    assert_eq!(load_ok(&build(headers as u64)).program_headers(), Some((IMAGE_BASE + 64, 2)));
+    assert_eq!(load_ok(&build(headers as u64 - 1)).program_headers(), None);
+}
+
+#[test]
+fn a_relro_segment_whose_end_wraps_is_refused() {
+    let elf = RawElf::exec(&[0xf4]).segment(Seg::new(PT_GNU_RELRO, PF_R, u64::MAX - 0xff, &[]).mem_size(8));
+    let error = load_err(&elf);
+    assert!(matches!(error, ImageError::AddressOverflow { index: 1, .. }), "{error:?}");
+}
+
+#[test]
+fn a_file_of_just_the_elf_header_has_no_segment() {
+    let bytes = RawElf::new(super::test_elf::ET_EXEC).abi_note(None).build();
+    assert_eq!(bytes.len(), 64);
+    let error = load_err(&RawElf::new(super::test_elf::ET_EXEC).abi_note(None));
+    assert!(matches!(error, ImageError::NoLoadSegment), "{error:?}");
+}
+
+#[test]
+fn a_note_with_glints_name_but_another_type_is_not_the_abi_note() {
+    let mut bytes = RawElf::exec(&[0xf4]).build();
+    let name = bytes.windows(6).position(|w| w == b"glint\0").unwrap();
+    // Elf64_Nhdr: n_namesz, n_descsz, n_type, then the name.
+    bytes[name - 4..name].copy_from_slice(&0x1234u32.to_le_bytes());
+    match GuestImage::from_bytes(&bytes) {
+        Err(crate::Error::Image(ImageError::MissingAbiNote)) => {}
+        other => panic!("{other:?}"),
+    }
+}
