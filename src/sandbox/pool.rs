@@ -506,3 +506,60 @@ impl<T: Send + 'static> Drop for PooledSandbox<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+    use super::*;
+
+    /// A pool of the hello guest, or `None` without KVM (as `require_kvm!` in the integration
+    /// tests: a failure under GLINT_REQUIRE_KVM).
+    fn hello_pool(config: PoolConfig) -> Option<SandboxPool> {
+        let image = GuestImage::from_file(glint_guest_artifacts::HELLO).unwrap();
+        let builder = SandboxBuilder::new().host_fn("greeting", |name: String| format!("Hello, {name}"));
+        match SandboxPool::new(&builder, &image, config) {
+            Ok(pool) => Some(pool),
+            Err(e) if std::env::var_os("GLINT_REQUIRE_KVM").is_none() => {
+                eprintln!("skipped: {e}");
+                None
+            }
+            Err(e) => panic!("GLINT_REQUIRE_KVM is set but KVM is unusable: {e}"),
+        }
+    }
+
+    #[test]
+    fn dropping_the_pool_stops_its_worker_and_lets_go_of_everything_it_held() {
+        let config = PoolConfig { max_sandboxes: 2, ready_target: 2, ..PoolConfig::default() };
+        let Some(pool) = hello_pool(config) else { return };
+        assert_eq!(pool.wait_ready(2, Duration::from_secs(30)), 2);
+        let lent = pool.take().unwrap();
+        let inner = Arc::downgrade(&pool.inner);
+        drop(pool);
+        // The worker has returned and dropped its reference; the ready sandbox went with it.
+        assert_eq!(inner.strong_count(), 0, "the pool's worker still runs");
+        // A sandbox given back to a pool that is gone is torn down.
+        drop(lent);
+    }
+
+    #[test]
+    fn a_pool_counts_the_sandbox_being_created_against_its_bound() {
+        let state =
+            State::<()> { stats: PoolStats { lent: 1, creating: 1, ..PoolStats::default() }, ..State::default() };
+        assert_eq!(state.owned(), 2);
+        let state = State::<()> { stats: PoolStats { lent: 2, ..PoolStats::default() }, ..State::default() };
+        assert_eq!(state.owned(), 2);
+    }
+
+    #[test]
+    fn a_pools_debug_output_shows_its_bound_and_its_counters() {
+        let config = PoolConfig { max_sandboxes: 3, ready_target: 1, ..PoolConfig::default() };
+        let Some(pool) = hello_pool(config) else { return };
+        let text = format!("{pool:?}");
+        assert!(text.starts_with("SandboxPool {") && text.contains("max_sandboxes: 3"), "{text}");
+        assert!(text.contains("stats: PoolStats {"), "{text}");
+        // A lent sandbox shows the sandbox it lends.
+        let lent = pool.take().unwrap();
+        let text = format!("{lent:?}");
+        assert!(text.starts_with("PooledSandbox(Some(Sandbox"), "{text}");
+    }
+}
