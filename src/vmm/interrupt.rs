@@ -43,7 +43,6 @@ struct Running {
 const REKICK_AFTER: Duration = Duration::from_millis(2);
 
 /// Shared by a sandbox, its interrupt handles and the watchdog.
-#[derive(Default)]
 pub(crate) struct CallControl {
     running: Mutex<Option<Running>>,
     /// Generation of the call that was stopped (0: none).
@@ -58,6 +57,8 @@ pub(crate) struct CallControl {
     in_guest: std::sync::atomic::AtomicBool,
     /// A debugger asked the guest to stop without ending the call (see [`CallControl::pause`]).
     pause: std::sync::atomic::AtomicBool,
+    /// The process-wide watchdog; the tests give a control a watchdog of its own.
+    watchdog: &'static Watchdog,
 }
 
 impl std::fmt::Debug for CallControl {
@@ -194,10 +195,27 @@ fn unblock_on_this_thread() {
 
 impl CallControl {
     pub(crate) fn new() -> Result<Arc<CallControl>, crate::Error> {
+        Self::watched_by(watchdog())
+    }
+
+    fn watched_by(watchdog: &'static Watchdog) -> Result<Arc<CallControl>, crate::Error> {
         install_handler()?;
-        let control = Arc::new(CallControl::default());
-        watchdog().register(&control);
+        let control = Arc::new(CallControl::unregistered(watchdog));
+        watchdog.register(&control);
         Ok(control)
+    }
+
+    fn unregistered(watchdog: &'static Watchdog) -> CallControl {
+        CallControl {
+            running: Mutex::new(None),
+            stopped: AtomicU64::new(0),
+            reason: AtomicU8::new(0),
+            next_generation: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
+            in_guest: std::sync::atomic::AtomicBool::new(false),
+            pause: std::sync::atomic::AtomicBool::new(false),
+            watchdog,
+        }
     }
 
     /// Marks the start of a call on this thread. `immediate_exit` must stay valid until the
@@ -217,7 +235,7 @@ impl CallControl {
         let thread = unsafe { libc::pthread_self() };
         *lock(&self.running) = Some(Running { generation, thread, deadline, kicked: None });
         if let Some(d) = deadline {
-            watchdog().consider(d);
+            self.watchdog.consider(d);
         }
         CallGuard { control: Arc::clone(self), generation, outer: Some(outer) }
     }
@@ -251,7 +269,7 @@ impl CallControl {
         kick(r);
         drop(running);
         // Make sure someone looks again if the call does not end.
-        watchdog().consider(Instant::now() + REKICK_AFTER);
+        self.watchdog.consider(Instant::now() + REKICK_AFTER);
         true
     }
 }
@@ -386,7 +404,12 @@ struct Watchdog {
 
 fn watchdog() -> &'static Watchdog {
     static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
-    WATCHDOG.get_or_init(|| {
+    WATCHDOG.get_or_init(Watchdog::start)
+}
+
+impl Watchdog {
+    /// A watchdog and its thread, both living as long as the process.
+    fn start() -> &'static Watchdog {
         let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
             controls: Mutex::new(Vec::new()),
             next_wake: AtomicU64::new(u64::MAX),
@@ -399,14 +422,12 @@ fn watchdog() -> &'static Watchdog {
             tracing::error!("cannot start the deadline watchdog thread: {e}");
         }
         w
-    })
-}
+    }
 
-impl Watchdog {
     fn register(&self, control: &Arc<CallControl>) {
         let mut controls = lock(&self.controls);
-        if controls.len() >= 64 && controls.len().is_power_of_two() {
-            controls.retain(|w| w.strong_count() > 0);
+        if prune_due(controls.len()) {
+            forget_dropped(&mut controls);
         }
         controls.push(Arc::downgrade(control));
     }
@@ -430,7 +451,7 @@ impl Watchdog {
             let mut earliest: Option<Instant> = None;
             {
                 let mut controls = lock(&self.controls);
-                controls.retain(|w| w.strong_count() > 0);
+                forget_dropped(&mut controls);
                 let mut soonest = |t: Instant| earliest = Some(earliest.map_or(t, |e: Instant| e.min(t)));
                 for c in controls.iter().filter_map(Weak::upgrade) {
                     let mut running = lock(&c.running);
@@ -442,7 +463,7 @@ impl Watchdog {
                             continue;
                         }
                         // Stopped but still running: the signal was lost or early. Again.
-                        let due = r.kicked.map_or(now, |k| k + REKICK_AFTER);
+                        let due = rekick_due(r.kicked, now);
                         if due <= now {
                             tracing::debug!(generation = r.generation, "stopped call still running; kicking again");
                             kick(r);
@@ -480,6 +501,23 @@ impl Watchdog {
             }
         }
     }
+}
+
+/// When a stopped call that is still in the guest gets its next kick: REKICK_AFTER after the
+/// last one, so a lost signal costs that delay and a busy watchdog does not send a signal storm.
+fn rekick_due(kicked: Option<Instant>, now: Instant) -> Instant {
+    kicked.map_or(now, |k| k + REKICK_AFTER)
+}
+
+/// Whether registering a control should first forget the dropped ones: at each power of two from
+/// 64 on, so the list stays within twice the live controls at a cost amortised over the pushes.
+/// (The watchdog's scan forgets them too, but it runs only while calls have deadlines.)
+fn prune_due(len: usize) -> bool {
+    len >= 64 && len.is_power_of_two()
+}
+
+fn forget_dropped(controls: &mut Vec<Weak<CallControl>>) {
+    controls.retain(|w| w.strong_count() > 0);
 }
 
 #[cfg(test)]
@@ -607,8 +645,236 @@ mod tests {
         assert!(handle.is_dropped() && !handle.kill(), "after the sandbox is gone a handle is inert");
     }
 
+    /// The kick signal's set, for the mask and wait calls below.
+    fn kick_set() -> libc::sigset_t {
+        // SAFETY: sigemptyset initialises the zeroed set before sigaddset adds one signal to it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, kick_signal());
+            set
+        }
+    }
+
+    /// Holds kick signals sent to this thread pending, so a test can count them.
+    fn block_kick_signal() {
+        let set = kick_set();
+        // SAFETY: changes only the calling thread's mask; `set` is initialised.
+        assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }, 0);
+    }
+
+    fn kick_signal_blocked() -> bool {
+        // SAFETY: with a null new set pthread_sigmask only reads this thread's mask into `current`,
+        // which sigemptyset initialised.
+        unsafe {
+            let mut current: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut current);
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current), 0);
+            libc::sigismember(&current, kick_signal()) == 1
+        }
+    }
+
+    /// Takes every kick signal pending for this thread (blocked by `block_kick_signal`), without
+    /// waiting, and returns the generation each carried (0 for one sent without a value).
+    fn take_pending_kicks() -> Vec<u64> {
+        let set = kick_set();
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut generations = Vec::new();
+        loop {
+            // SAFETY: all zeroes is a valid siginfo_t (a plain C struct).
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set`, `info` and `zero` are initialised locals; with a zero timeout it
+            // returns at once, the signal number when it took one pending signal of `set`.
+            if unsafe { libc::sigtimedwait(&set, &mut info, &zero) } != kick_signal() {
+                return generations;
+            }
+            // SAFETY: the kernel filled `info` for a real-time signal, whose value is `si_value`.
+            generations.push(unsafe { info.si_value().sival_ptr } as u64);
+        }
+    }
+
+    #[test]
+    fn a_host_function_sees_its_call_cancelled_only_once_that_call_is_stopped() {
+        let control = CallControl::new().unwrap();
+        let handle = InterruptHandle::new(&control);
+        assert!(!call_cancelled(), "outside a call");
+        let mut exit = Box::new(0u8);
+        let guard = control.begin(&mut *exit, None);
+        assert!(!call_cancelled(), "a call that runs on");
+        assert!(handle.kill());
+        assert!(call_cancelled(), "the call was killed");
+        // A host function of this call calls into another sandbox: that call is not cancelled,
+        // and when it ends the killed call is this thread's again.
+        let other = CallControl::new().unwrap();
+        let mut other_exit = Box::new(0u8);
+        let inner = other.begin(&mut *other_exit, None);
+        assert!(!call_cancelled(), "the inner call runs on");
+        drop(inner);
+        assert!(call_cancelled(), "back in the killed call");
+        drop(guard);
+        assert!(!call_cancelled(), "the call is over");
+        assert!(!handle.kill(), "with no call running a kill does nothing");
+        let next = control.begin(&mut *exit, None);
+        assert!(!call_cancelled() && next.stopped().is_none(), "a kill is not kept for the next call");
+    }
+
+    #[test]
+    fn a_call_made_from_inside_another_gives_the_thread_back_when_it_ends() {
+        let (outer, inner) = (CallControl::new().unwrap(), CallControl::new().unwrap());
+        let (mut outer_exit, mut inner_exit) = (Box::new(0u8), Box::new(0u8));
+        let (p_outer, p_inner): (*mut u8, *mut u8) = (&mut *outer_exit, &mut *inner_exit);
+        let outer_guard = outer.begin(p_outer, None);
+        drop(inner.begin(p_inner, None));
+        // The watchdog's kick for the outer call must reach the outer call's vCPU.
+        kick_self(outer_guard.generation);
+        // SAFETY: both point into boxes alive until the end of the test; only this thread (and
+        // its signal handler, which ran inside kick_self) touches them.
+        let (outer_set, inner_set) = unsafe { (std::ptr::read_volatile(p_outer), std::ptr::read_volatile(p_inner)) };
+        assert_eq!((outer_set, inner_set), (1, 0), "the outer call's kick set the outer vCPU's immediate_exit");
+        drop(outer_guard);
+        assert!(!InterruptHandle::new(&outer).kill(), "an ended call cannot be killed");
+    }
+
+    #[test]
+    fn a_call_unblocks_the_kick_signal_its_thread_had_blocked() {
+        std::thread::spawn(|| {
+            let control = CallControl::new().unwrap();
+            block_kick_signal();
+            assert!(kick_signal_blocked());
+            let mut exit = Box::new(0u8);
+            let guard = control.begin(&mut *exit, None);
+            assert!(!kick_signal_blocked(), "a kill could not reach this call");
+            drop(guard);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_kill_sends_one_signal_carrying_the_calls_generation() {
+        let control = CallControl::new().unwrap();
+        let handle = InterruptHandle::new(&control);
+        let (ready, started) = std::sync::mpsc::channel();
+        let (killed, was_killed) = std::sync::mpsc::channel::<()>();
+        let c = Arc::clone(&control);
+        let vcpu = std::thread::spawn(move || {
+            let mut exit = Box::new(0u8);
+            let guard = c.begin(&mut *exit, None);
+            // Not in the guest (in a host function, say), so the watchdog does not kick again.
+            block_kick_signal();
+            ready.send(()).unwrap();
+            was_killed.recv().unwrap();
+            (guard.generation, take_pending_kicks())
+        });
+        started.recv().unwrap();
+        assert!(handle.kill());
+        assert!(handle.kill(), "a second kill of a stopped call reports it stopping");
+        killed.send(()).unwrap();
+        let (generation, kicks) = vcpu.join().unwrap();
+        assert_eq!(kicks, vec![generation], "one signal per stopped call, carrying its generation");
+    }
+
+    #[test]
+    fn a_pause_is_kept_until_taken_and_interrupts_a_running_call_without_ending_it() {
+        let control = CallControl::new().unwrap();
+        control.pause();
+        let mut exit = Box::new(0u8);
+        let p: *mut u8 = &mut *exit;
+        let guard = control.begin(p, None);
+        assert!(guard.take_pause(), "a pause asked for between calls stops the next call");
+        assert!(!guard.take_pause(), "a pause is taken once");
+        control.pause();
+        // SAFETY: `p` points into `exit`, alive until the end of the test; the signal handler that
+        // wrote it ran on this thread before pthread_sigqueue returned.
+        assert_eq!(unsafe { std::ptr::read_volatile(p) }, 1, "the running call leaves the guest");
+        assert!(guard.take_pause());
+        assert_eq!(guard.stopped(), None, "a pause does not end the call");
+    }
+
+    #[test]
+    fn registering_forgets_dropped_controls_at_each_power_of_two_from_64() {
+        assert!([0, 1, 32, 63, 65, 96, 127, 129].iter().all(|&n| !prune_due(n)));
+        assert!([64, 128, 256, 1 << 20].iter().all(|&n| prune_due(n)));
+        // A watchdog of its own, which never scans (no call has a deadline): only registering
+        // forgets dropped controls here.
+        let w = Watchdog::start();
+        let live = CallControl::watched_by(w).unwrap();
+        for _ in 0..1000 {
+            drop(CallControl::watched_by(w).unwrap());
+        }
+        let controls = lock(&w.controls);
+        assert!(controls.len() <= 128, "{} controls kept for 1 live one", controls.len());
+        assert!(controls.iter().any(|c| std::ptr::eq(c.as_ptr(), Arc::as_ptr(&live))));
+    }
+
+    #[test]
+    fn no_deadline_reads_as_the_parked_watchdogs_never() {
+        // u64::MAX is `next_wake` for a parked watchdog: a deadline past what u64 nanoseconds
+        // can count must still be earlier, or considering it would not wake the watchdog.
+        let w = watchdog();
+        let far = Instant::now().checked_add(Duration::from_secs(600 * 365 * 86_400)).unwrap();
+        assert_eq!(w.nanos(far), u64::MAX - 1);
+        assert_eq!(w.nanos(w.epoch), 0);
+    }
+
+    #[test]
+    fn a_deadline_set_while_the_watchdog_scans_is_not_missed() {
+        let w = Watchdog::start();
+        // Registered first, so scanned first.
+        let target = CallControl::watched_by(w).unwrap();
+        let blocker = CallControl::watched_by(w).unwrap();
+        let held = lock(&blocker.running);
+        // The watchdog wakes and scans: past `target` (no call yet), then it waits for `blocker`.
+        w.consider(Instant::now());
+        std::thread::sleep(Duration::from_millis(100));
+        // A call starts meanwhile; the watchdog is awake, so considering its deadline wakes nothing.
+        let mut exit = Box::new(0u8);
+        let guard = target.begin(&mut *exit, Some(Duration::from_millis(20)));
+        drop(held);
+        let start = Instant::now();
+        while guard.stopped().is_none() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(guard.stopped(), Some(StopReason::Deadline), "the watchdog must scan again");
+    }
+
+    #[test]
+    fn a_stopped_call_is_kicked_again_at_most_once_per_rekick_interval() {
+        let w = Watchdog::start();
+        let control = CallControl::watched_by(w).unwrap();
+        let handle = InterruptHandle::new(&control);
+        let (ready, started) = std::sync::mpsc::channel();
+        let (done, hammered) = std::sync::mpsc::channel::<Instant>();
+        let c = Arc::clone(&control);
+        let vcpu = std::thread::spawn(move || {
+            let mut exit = Box::new(0u8);
+            let guard = c.begin(&mut *exit, None);
+            guard.in_guest(true);
+            block_kick_signal();
+            ready.send(()).unwrap();
+            let killed_at = hammered.recv().unwrap();
+            let kicks = take_pending_kicks();
+            (guard.generation, kicks, killed_at.elapsed())
+        });
+        started.recv().unwrap();
+        let killed_at = Instant::now();
+        assert!(handle.kill());
+        // Every look of the watchdog is a chance to kick too often: make it look all the time.
+        while killed_at.elapsed() < Duration::from_millis(100) {
+            w.consider(Instant::now());
+            std::thread::yield_now();
+        }
+        done.send(killed_at).unwrap();
+        let (generation, kicks, elapsed) = vcpu.join().unwrap();
+        let most = elapsed.as_millis() / REKICK_AFTER.as_millis() + 2;
+        // (That it is kicked again at all is a_killed_call_that_stays_in_the_guest_is_kicked_again.)
+        assert!(!kicks.is_empty(), "the kill itself sends one");
+        assert!(kicks.len() as u128 <= most, "{} kicks in {elapsed:?}, at most {most}", kicks.len());
+        assert!(kicks.iter().all(|&g| g == generation), "{kicks:?}");
+    }
+
     #[test]
     fn call_control_debug_shows_the_stopped_generation() {
-        assert_eq!(format!("{:?}", CallControl::default()), "CallControl { stopped: 0, .. }");
+        assert_eq!(format!("{:?}", CallControl::unregistered(watchdog())), "CallControl { stopped: 0, .. }");
     }
 }
