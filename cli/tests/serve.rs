@@ -132,7 +132,8 @@ fn a_request_never_sees_what_the_previous_one_left_in_the_vm() {
     // A failed call does not leave a poisoned sandbox behind either.
     assert_eq!(s.post("/iso/call/ud2", "[]").status, 500);
     assert_eq!(s.post("/iso/call/rt_i32", "[5]").json()["result"], 5);
-    assert_eq!(s.metric("glint_sandboxes{function=\"iso\",state=\"ready\"}"), 1.0);
+    // The sandbox may go back to the pool only after the response was sent: wait until it has.
+    s.wait_metric("glint_sandboxes{function=\"iso\",state=\"ready\"}", 1.0);
 }
 
 #[test]
